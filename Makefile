@@ -1,0 +1,38 @@
+# eet-lightning: `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_MODE ?= offline
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format quickstart score clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## create .venv and install the package (editable) with its dev tools
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+
+test: ## run the whole test suite (CPU)
+	$(BIN)/python -m pytest -q
+
+test-fast: ## the test suite without the slow end-to-end runs
+	$(BIN)/python -m pytest -q -m "not slow and not ddp"
+
+lint: ## ruff check + format check
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+format: ## apply ruff's formatting and fixes
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
+
+quickstart: ## train EET on the built-in synthetic faces (CPU, ~15 min), then score it against ground truth
+	$(BIN)/eet-fit --config configs/synthetic.yaml --run_dir runs/synthetic --resume true
+	$(BIN)/python scripts/score_synthetic.py --ckpt runs/synthetic/stage2/last.ckpt --config runs/synthetic/config.yaml --out runs/synthetic/score.json
+
+clean: ## remove run folders and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

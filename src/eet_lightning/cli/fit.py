@@ -1,0 +1,271 @@
+"""`eet-fit`: stage 1 then stage 2 of EET from one YAML file.
+
+    eet-fit --config configs/synthetic.yaml
+    eet-fit --config disfa.yaml --data.root /data/disfa_256 --trainer.devices 4
+    eet-fit --config synthetic.yaml --stage 2 --data.batch_size 8
+    eet-fit --config synthetic.yaml --print_config
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import pytorch_lightning as pl  # noqa: E402
+from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from eet_lightning.base import LossWeights, Variant  # noqa: E402
+from eet_lightning.callbacks import ImageGridCallback, first_pairs, pair_grid  # noqa: E402
+from eet_lightning.datamodules.base import EETDataModule  # noqa: E402
+from eet_lightning.nets import ArchConfig  # noqa: E402
+from eet_lightning.stage1 import Stage1Module  # noqa: E402
+from eet_lightning.stage2 import Stage2Module  # noqa: E402
+
+BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class ModelOptions:
+    """Shared by both stages. n, v, m, the AU weights and the image size come from the data."""
+
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    variant: Variant = "eet"  # eet | eet_single | bs_net | b_net (Table II)
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+
+@dataclass
+class StageSchedule:
+    max_epochs: int = 20  # the learning rate is constant for the first half, then decays linearly
+    max_steps: int = -1  # stop early after this many steps (-1: no limit)
+    checkpoint_every_n_epochs: int = 5  # periodic checkpoints besides last.ckpt
+    limit_train_batches: float | int | None = None  # fraction or count of batches per epoch
+
+
+@dataclass
+class Stage1Options(StageSchedule):
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.95, 0.999)
+    detach_discriminator_inputs: bool = False
+
+
+@dataclass
+class Stage2Options(StageSchedule):
+    lr_generator: float = 3e-5
+    lr_discriminator: float = 3e-5
+    betas: tuple[float, float] = (0.5, 0.9)
+    stage1_ckpt: str | None = None  # default: <run_dir>/stage1/last.ckpt
+
+
+class FitError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="eet-fit", description="Train EET: stage 1, then stage 2, from one config.")
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config (a bundled name such as disfa.yaml works too)")
+    parser.add_argument("--stage", type=Literal["1", "2", "both"], default="both", help="which stage(s) to run")
+    parser.add_argument("--run_dir", type=str, default="runs/eet", help="folder for checkpoints, logs, grids, config")
+    parser.add_argument("--seed_everything", type=int, default=0)
+    parser.add_argument("--resume", type=bool, default=False, help="continue from the run folder's last.ckpt files")
+    parser.add_argument(
+        "--logger", type=Literal["csv", "tensorboard", "wandb", "none"], default="csv", help="where metrics go"
+    )
+    parser.add_argument("--wandb_project", type=str, default="eet-lightning")
+    parser.add_argument("--grid_pairs", type=int, default=6, help="validation pairs shown in the image grids")
+    parser.add_subclass_arguments(EETDataModule, "data", required=True)
+    parser.add_class_arguments(ModelOptions, "model")
+    parser.add_class_arguments(Stage1Options, "stage1")
+    parser.add_class_arguments(Stage2Options, "stage2")
+    parser.add_class_arguments(
+        pl.Trainer,
+        "trainer",
+        skip={
+            "callbacks", "logger", "max_epochs", "max_steps", "default_root_dir", "enable_checkpointing",
+            "limit_train_batches", "plugins",
+        },
+    )
+    return parser
+
+
+def resolve_config_names(args: Sequence[str]) -> list[str]:
+    """`--config disfa.yaml` finds the bundled config when no such file is in the working directory."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        value, prefix = None, ""
+        if arg == "--config" and i + 1 < len(out):
+            value, i = out[i + 1], i + 1
+        elif arg.startswith("--config="):
+            value, prefix = arg.split("=", 1)[1], "--config="
+        if value is None or Path(value).exists():
+            continue
+        bundled = BUNDLED_CONFIGS / Path(value).name
+        if bundled.is_file():
+            out[i] = prefix + str(bundled)
+        else:
+            names = sorted(p.name for p in BUNDLED_CONFIGS.glob("*.yaml"))
+            raise FitError(f"config file not found: {value} (bundled configs: {', '.join(names)})")
+    return out
+
+
+def make_logger(kind: str, run_dir: Path, stage: str, project: str) -> Any:
+    if kind == "none":
+        return False
+    if kind == "csv":
+        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version=stage)
+    if kind == "tensorboard":
+        return pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version=stage)
+    # W&B: offline unless the user has configured an account (or chosen a mode themselves)
+    configured = bool(os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
+    netrc = Path.home() / ".netrc"
+    configured = configured or (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+    return pl.loggers.WandbLogger(
+        project=project, name=f"{run_dir.name}-{stage}", save_dir=str(run_dir), offline=not configured
+    )
+
+
+def _trainer(cfg: Any, sched: StageSchedule, run_dir: Path, stage: str, extra_callbacks: list) -> pl.Trainer:
+    ckpt = pl.callbacks.ModelCheckpoint(
+        dirpath=str(run_dir / stage),
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=max(1, sched.checkpoint_every_n_epochs),
+        save_top_k=-1,
+        save_last=True,
+    )
+    logger = make_logger(cfg.logger, run_dir, stage, cfg.wandb_project)
+    callbacks = [ckpt, *extra_callbacks]
+    if logger:
+        callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
+    kwargs = dict(cfg.trainer)
+    if sched.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = sched.limit_train_batches
+    return pl.Trainer(
+        **kwargs,
+        max_epochs=sched.max_epochs,
+        max_steps=sched.max_steps,
+        default_root_dir=str(run_dir),
+        callbacks=callbacks,
+        logger=logger,
+    )
+
+
+def _resume_path(run_dir: Path, stage: str, resume: bool) -> str | None:
+    last = run_dir / stage / "last.ckpt"
+    if last.is_file():
+        if not resume:
+            raise FitError(
+                f"{run_dir / stage} already holds checkpoints; pass --resume true to continue that run "
+                f"or choose another --run_dir"
+            )
+        return str(last)
+    return None
+
+
+def _check_schedule(name: str, sched: StageSchedule) -> None:
+    if sched.max_epochs < 1:
+        raise FitError(f"{name}.max_epochs must be >= 1, got {sched.max_epochs}")
+
+
+def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
+    """Run the configured stages; returns the paths written (checkpoints, grid, config)."""
+    run_dir = Path(cfg.run_dir)
+    init = parser.instantiate_classes(cfg)
+    data: EETDataModule = init.data
+    info = data.info
+    model_opts: ModelOptions = init.model
+    arch = replace(
+        ArchConfig.coerce(model_opts.arch),
+        image_size=data.image_size,
+        num_aus=len(info.aus),
+        num_identities=info.num_identities,
+        num_poses=info.num_poses,
+    )
+    common = dict(
+        arch=arch,
+        aus=list(info.aus),
+        au_weights=list(info.au_weights) or None,
+        variant=model_opts.variant,
+        loss_weights=LossWeights.coerce(model_opts.loss_weights),
+    )
+    s1: Stage1Options = init.stage1
+    s2: Stage2Options = init.stage2
+    _check_schedule("stage1", s1)
+    _check_schedule("stage2", s2)
+    stages = ["1", "2"] if cfg.stage == "both" else [cfg.stage]
+    # Fail on a missing stage-1 checkpoint before spending any time
+    stage1_ckpt = Path(s2.stage1_ckpt) if s2.stage1_ckpt else run_dir / "stage1" / "last.ckpt"
+    if stages == ["2"] and not stage1_ckpt.is_file() and not (cfg.resume and (run_dir / "stage2" / "last.ckpt").is_file()):
+        raise FitError(f"stage 2 needs a stage-1 checkpoint, but {stage1_ckpt} does not exist (run --stage 1 first "
+                       f"or set --stage2.stage1_ckpt)")
+    resume1 = _resume_path(run_dir, "stage1", cfg.resume) if "1" in stages else None
+    resume2 = _resume_path(run_dir, "stage2", cfg.resume) if "2" in stages else None
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parser.save(cfg, run_dir / "config.yaml", overwrite=True, skip_check=True)
+    written: dict[str, Path] = {"config": run_dir / "config.yaml"}
+    if hasattr(data, "write_previews"):
+        written.update(data.write_previews(run_dir))
+
+    if "1" in stages:
+        pl.seed_everything(cfg.seed_everything, workers=True)
+        module1 = Stage1Module(
+            **common, lr=s1.lr, betas=tuple(s1.betas), detach_discriminator_inputs=s1.detach_discriminator_inputs
+        )
+        trainer1 = _trainer(cfg, s1, run_dir, "stage1", [])
+        trainer1.fit(module1, datamodule=data, ckpt_path=resume1)
+        written["stage1"] = run_dir / "stage1" / "last.ckpt"
+
+    if "2" in stages:
+        pl.seed_everything(cfg.seed_everything + 1, workers=True)
+        module2 = Stage2Module(
+            **common,
+            stage1_ckpt=str(stage1_ckpt),
+            lr_generator=s2.lr_generator,
+            lr_discriminator=s2.lr_discriminator,
+            betas=tuple(s2.betas),
+        )
+        grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
+        trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids])
+        trainer2.fit(module2, datamodule=data, ckpt_path=resume2)
+        written["stage2"] = run_dir / "stage2" / "last.ckpt"
+        if trainer2.is_global_zero:
+            written["grid"] = write_test_grid(module2, data, run_dir / "test_grid.png", cfg.grid_pairs)
+    return written
+
+
+def write_test_grid(module: Stage2Module, data: EETDataModule, path: Path, pairs: int) -> Path:
+    """Grid of (Ia, Ib, swapped, self-reconstructed, cross-cycle[, truth]) on held-out test pairs."""
+    data.setup("test")
+    batch = first_pairs(data.test_dataloader(), pairs)
+    module.eval()
+    batch = module.transfer_batch_to_device(batch, module.device, 0)
+    Image.fromarray(pair_grid(module.log_images(batch))).save(path)
+    return path
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of `eet-fit`; tests call ``main([...])`` directly."""
+    argv = list(sys.argv[1:] if args is None else args)
+    parser = build_parser()
+    try:
+        cfg = parser.parse_args(resolve_config_names(argv))
+        written = run(cfg, parser)
+    except (FitError, ValueError, FileNotFoundError) as err:
+        if os.environ.get("EET_DEBUG"):
+            raise
+        print(f"eet-fit: error: {err}", file=sys.stderr)
+        return 2
+    for name, path in written.items():
+        print(f"eet-fit: {name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""`SyntheticDataModule`: the built-in procedural faces, with exact labels and exact swap ground truth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from eet_lightning.aus import DISFA_AUS, validate_aus
+from eet_lightning.data import synthetic as R
+from eet_lightning.datamodules.base import DataInfo, EETDataModule
+from eet_lightning.losses import au_occurrence_weights
+from eet_lightning.nets.config import SUPPORTED_IMAGE_SIZES
+
+# Bumped whenever the renderer's output changes, so that stale caches are never read.
+RENDER_VERSION = 1
+
+
+@dataclass
+class FaceRecords:
+    """Metadata of rendered faces; row k of every array describes face k."""
+
+    identity: np.ndarray  # int64 [N] label (training identities 0..n-1, held-out ones after them)
+    identity_seed: np.ndarray  # int64 [N] seed given to make_identity
+    pose: np.ndarray  # int64 [N] renderer yaw class 0..2
+    gaze: np.ndarray  # int64 [N] 0..2
+    aus: np.ndarray  # float32 [N, 12] in DISFA_AUS order
+    emotion: np.ndarray  # int64 [N]
+    nuisance: list  # [N] R.Nuisance
+
+
+def sample_records(
+    rng: np.random.Generator, identity_labels: Sequence[int], identity_seeds: Sequence[int], poses: Sequence[int], n: int
+) -> FaceRecords:
+    """n faces cycling through the given identities, with random pose, gaze, expression and nuisance."""
+    idx = np.arange(n) % len(identity_labels)
+    exprs = [R.sample_expression(rng) for _ in range(n)]
+    return FaceRecords(
+        identity=np.asarray(identity_labels, dtype=np.int64)[idx],
+        identity_seed=np.asarray(identity_seeds, dtype=np.int64)[idx],
+        pose=rng.choice(np.asarray(poses, dtype=np.int64), size=n),
+        gaze=rng.integers(0, 3, size=n).astype(np.int64),
+        aus=np.stack([e[0] for e in exprs]).astype(np.float32),
+        emotion=np.asarray([e[1] for e in exprs], dtype=np.int64),
+        nuisance=[R.sample_nuisance(rng) for _ in range(n)],
+    )
+
+
+def render_records(records: FaceRecords, size: int, aus: np.ndarray | None = None, gaze: np.ndarray | None = None) -> np.ndarray:
+    """Render every record (optionally with other AUs / gaze, for swap ground truth): uint8 [N, H, W, 3]."""
+    aus = records.aus if aus is None else aus
+    gaze = records.gaze if gaze is None else gaze
+    identities: dict[int, R.Identity] = {}
+    out = np.empty((len(records.identity), size, size, 3), dtype=np.uint8)
+    for k, seed in enumerate(records.identity_seed.tolist()):
+        if seed not in identities:
+            identities[seed] = R.make_identity(seed)
+        out[k] = R.render_face(identities[seed], int(records.pose[k]), aus[k], int(gaze[k]), records.nuisance[k], size)
+    return out
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+class _Pool:
+    """Rendered faces kept as uint8 in memory, with their labels in the model's AU order and pose labels."""
+
+    def __init__(self, images: np.ndarray, records: FaceRecords, au_columns: list[int], pose_labels: dict[int, int]):
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
+        self.records = records
+        self.aus = torch.from_numpy(records.aus[:, au_columns].copy())
+        self.pose_labels = pose_labels
+
+    def sample(self, k: int, mirror: bool) -> dict[str, torch.Tensor]:
+        image = self.images[k].float().div(127.5).sub(1.0)
+        pose, gaze = int(self.records.pose[k]), int(self.records.gaze[k])
+        if mirror:  # a mirrored face looks the other way and is turned the other way
+            image = image.flip(-1)
+            pose, gaze = 2 - pose, 2 - gaze
+        return {
+            "image": image,
+            "aus": self.aus[k],
+            "identity": torch.tensor(int(self.records.identity[k])),
+            "pose": torch.tensor(self.pose_labels[pose]),
+            "gaze": torch.tensor(gaze),
+            "emotion": torch.tensor(int(self.records.emotion[k])),
+        }
+
+
+class _TrainPairs(Dataset):
+    """Item i: face i as A and a random face of another identity as B (unpaired), each mirrored at random."""
+
+    def __init__(self, pool: _Pool, mirror: bool) -> None:
+        self.pool, self.mirror = pool, mirror
+        ids = pool.records.identity
+        self.by_identity = {int(i): np.flatnonzero(ids == i) for i in np.unique(ids)}
+        self.identities = sorted(self.by_identity)
+        self.position = {identity: k for k, identity in enumerate(self.identities)}
+
+    def __len__(self) -> int:
+        return len(self.pool.records.identity)
+
+    def _flip(self) -> bool:
+        return self.mirror and bool(torch.rand(()) < 0.5)
+
+    def __getitem__(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
+        own = self.position[int(self.pool.records.identity[i])]
+        # torch's RNG: seeded by seed_everything in the main process and per worker by the DataLoader;
+        # draw among the other identities only
+        r = int(torch.randint(len(self.identities) - 1, ()))
+        candidates = self.by_identity[self.identities[r if r < own else r + 1]]
+        j = int(candidates[int(torch.randint(len(candidates), ()))])
+        return {"a": self.pool.sample(i, self._flip()), "b": self.pool.sample(j, self._flip())}
+
+
+class _FixedPairs(Dataset):
+    """Held-out pairs with the exact swap ground truth ('truth' of A is A's face with B's AUs and gaze)."""
+
+    def __init__(self, pool_a: _Pool, pool_b: _Pool, truth_a: np.ndarray, truth_b: np.ndarray) -> None:
+        self.pool_a, self.pool_b = pool_a, pool_b
+        self.truth_a, self.truth_b = to_tensor_images(truth_a), to_tensor_images(truth_b)
+
+    def __len__(self) -> int:
+        return len(self.pool_a.records.identity)
+
+    def __getitem__(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
+        a = self.pool_a.sample(i, False)
+        b = self.pool_b.sample(i, False)
+        a["truth"], b["truth"] = self.truth_a[i], self.truth_b[i]
+        return {"a": a, "b": b}
+
+
+class SyntheticDataModule(EETDataModule):
+    """Procedurally rendered faces (`eet_lightning.data.synthetic`) with exact AU, identity, pose and gaze
+    labels. Training identities and held-out identities are disjoint (the paper's subject-disjoint
+    protocol); validation and test pairs come from the held-out identities and carry the true swap."""
+
+    def __init__(
+        self,
+        image_size: int = 64,  # 64, 128 or 256
+        aus: Sequence[int] = DISFA_AUS,  # any subset of the 12 DISFA AUs the renderer draws
+        num_train_identities: int = 48,  # n
+        num_test_identities: int = 12,  # held-out identities for validation / test pairs
+        train_samples: int = 6000,  # faces rendered once for training (an epoch visits each once as A)
+        val_pairs: int = 64,  # held-out pairs with ground truth
+        poses: Sequence[int] = (0, 1, 2),  # renderer yaw classes used (0 left, 1 frontal, 2 right)
+        batch_size: int = 16,  # pairs per device per step
+        num_workers: int = 0,  # DataLoader workers (the pool is pre-rendered, so 0 is usually enough)
+        mirror: bool = True,  # the paper's random horizontal mirror (pose and gaze labels follow)
+        seed: int = 0,  # everything rendered follows from it
+        cache_dir: str | None = None,  # keep rendered pools here as .npz and reuse them
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if image_size not in SUPPORTED_IMAGE_SIZES:
+            raise ValueError(f"data.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
+        self.aus = validate_aus(aus, supported=DISFA_AUS, where="data.aus (the synthetic faces draw DISFA's 12 AUs)")
+        self.au_columns = [DISFA_AUS.index(a) for a in self.aus]
+        self.poses = sorted({int(p) for p in poses})
+        if not self.poses or any(p not in (0, 1, 2) for p in self.poses):
+            raise ValueError(f"data.poses must be a non-empty subset of [0, 1, 2], got {list(poses)}")
+        if mirror and any(2 - p not in self.poses for p in self.poses):
+            raise ValueError(f"data.mirror needs left and right poses together, got poses {self.poses}")
+        for name in ("num_train_identities", "num_test_identities", "train_samples", "val_pairs", "batch_size"):
+            if int(getattr(self.hparams, name)) < (2 if "identities" in name else 1):
+                raise ValueError(f"data.{name} is too small: {getattr(self.hparams, name)}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        self.pose_labels = {p: i for i, p in enumerate(self.poses)}
+        n_train, n_test = num_train_identities, num_test_identities
+        self.train_identity_seeds = [seed * 1_000_003 + k for k in range(n_train)]
+        self.test_identity_seeds = [seed * 1_000_003 + n_train + k for k in range(n_test)]
+        rng = np.random.default_rng([seed, 1])
+        self.train_records = sample_records(rng, list(range(n_train)), self.train_identity_seeds, self.poses, train_samples)
+        self._info = DataInfo(
+            aus=list(self.aus),
+            num_identities=n_train,
+            num_poses=len(self.poses),
+            au_weights=au_occurrence_weights(torch.from_numpy(self.train_records.aus[:, self.au_columns])).tolist(),
+            max_intensity=int(R.MAX_INTENSITY),
+        )
+        self.train_set: _TrainPairs | None = None
+        self.val_set: _FixedPairs | None = None
+
+    @property
+    def info(self) -> DataInfo:
+        return self._info
+
+    @property
+    def image_size(self) -> int:
+        return int(self.hparams.image_size)
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _cached(self, name: str, key: dict, render) -> np.ndarray:
+        if not self.hparams.cache_dir:
+            return render()
+        digest = hashlib.sha1(json.dumps({**key, "v": RENDER_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+        path = Path(self.hparams.cache_dir) / f"synthetic-{name}-{digest}.npy"
+        if path.is_file():
+            return np.load(path)
+        images = render()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, images)
+        tmp.replace(path)  # never leave a half-written cache behind
+        return images
+
+    def held_out_pairs(self, num_pairs: int, seed: int) -> dict[str, np.ndarray | FaceRecords]:
+        """`num_pairs` pairs of held-out identities (A and B always different people), rendered with the
+        swap ground truth: truth_a = render(identity_a, pose_a, aus_b, gaze_b, nuisance_a), and the
+        reverse for B. Images are uint8 [N, H, W, 3]."""
+        rng = np.random.default_rng([self.hparams.seed, 2, seed])
+        n_test = len(self.test_identity_seeds)
+        ia = rng.integers(0, n_test, size=num_pairs)
+        ib = (ia + rng.integers(1, n_test, size=num_pairs)) % n_test  # always another identity
+        base = len(self.train_identity_seeds)
+        seeds = np.asarray(self.test_identity_seeds)
+        sides = {}
+        for side, idx in (("a", ia), ("b", ib)):
+            recs = sample_records(rng, (base + idx).tolist(), seeds[idx].tolist(), self.poses, num_pairs)
+            sides[side] = recs
+        size = self.image_size
+        ra, rb = sides["a"], sides["b"]
+        key = {"size": size, "pairs": num_pairs, "seed": self.hparams.seed, "pair_seed": seed,
+               "ids": self.hparams.num_train_identities, "test_ids": n_test, "poses": self.poses}
+        stacked = self._cached(
+            "pairs",
+            key,
+            lambda: np.stack(
+                [
+                    render_records(ra, size),
+                    render_records(rb, size),
+                    render_records(ra, size, aus=rb.aus, gaze=rb.gaze),
+                    render_records(rb, size, aus=ra.aus, gaze=ra.gaze),
+                ]
+            ),
+        )
+        return {"records_a": ra, "records_b": rb, "a": stacked[0], "b": stacked[1],
+                "truth_a": stacked[2], "truth_b": stacked[3]}
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            key = {"size": self.image_size, "n": self.hparams.train_samples, "seed": self.hparams.seed,
+                   "ids": self.hparams.num_train_identities, "poses": self.poses}
+            images = self._cached("train", key, lambda: render_records(self.train_records, self.image_size))
+            pool = _Pool(images, self.train_records, self.au_columns, self.pose_labels)
+            self.train_set = _TrainPairs(pool, self.hparams.mirror)
+        if self.val_set is None:
+            pairs = self.held_out_pairs(self.hparams.val_pairs, seed=0)
+            self.val_set = _FixedPairs(
+                _Pool(pairs["a"], pairs["records_a"], self.au_columns, self.pose_labels),
+                _Pool(pairs["b"], pairs["records_b"], self.au_columns, self.pose_labels),
+                pairs["truth_a"],
+                pairs["truth_b"],
+            )
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,73 @@
+"""`ArchConfig`: the one object that sizes every network of Table I."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SUPPORTED_IMAGE_SIZES = (64, 128, 256)
+
+
+@dataclass
+class ArchConfig:
+    """Sizes of the EET networks (Table I of the paper at ``image_size=256, width=1``).
+
+    Smaller images keep the 4x4 bottleneck by dropping the highest-resolution stride-2 levels of the
+    encoders, the generator and the image discriminators; every level that stays keeps the channel
+    count Table I gives it at the same resolution.
+    """
+
+    image_size: int = 256  # input/output side in pixels: 64, 128 or 256
+    width: float = 1.0  # multiplier on every channel count of Table I
+    num_aus: int = 12  # m, AUs predicted by Er and discriminated by Du
+    max_intensity: int = 5  # l, AU intensities live in [0, l]
+    num_identities: int = 67  # n, identity classes of C and Dd (filled from the data by eet-fit)
+    num_poses: int = 5  # v, pose classes of C (filled from the data by eet-fit)
+    multi_branch: bool = True  # one Er branch per AU (EET); False gives EET-Single
+    spectral_norm: bool = True  # spectral norm on every conv/deconv of Ef, Er, G, Du, Dd, Dsc, Dg
+    au_encoder_spectral_norm: bool = True  # may switch it off for Er alone (see configs/synthetic.yaml)
+    min_channels: int = 8  # floor for scaled channel counts
+
+    def __post_init__(self) -> None:
+        if self.image_size not in SUPPORTED_IMAGE_SIZES:
+            raise ValueError(
+                f"arch.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size!r}"
+            )
+        if not (isinstance(self.width, (int, float)) and 0 < self.width <= 4):
+            raise ValueError(f"arch.width must be a number in (0, 4], got {self.width!r}")
+        for name in ("num_aus", "max_intensity", "num_identities", "num_poses", "min_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"arch.{name} must be a positive integer, got {value!r}")
+
+    @property
+    def dropped_levels(self) -> int:
+        """Stride-2 levels removed relative to the 256 px network."""
+        return int(math.log2(256 // self.image_size))
+
+    def ch(self, channels: int) -> int:
+        """Channel count of Table I scaled by the width multiplier."""
+        return max(self.min_channels, int(round(channels * self.width)))
+
+    @property
+    def feature_size(self) -> int:
+        """Spatial side of E's output (two 2x2 average poolings)."""
+        return self.image_size // 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def coerce(cls, value: ArchConfig | dict[str, Any] | None) -> ArchConfig:
+        """Accept an ArchConfig, a plain dict (YAML, old checkpoints) or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - set(cls.__dataclass_fields__)
+            if unknown:
+                raise ValueError(f"unknown arch option(s): {sorted(unknown)}")
+            return cls(**value)
+        raise TypeError(f"arch must be an ArchConfig or a dict, got {type(value).__name__}")

@@ -1,0 +1,179 @@
+"""The networks of Table I: E, C, Ef, Er, G, Du/Dd, Dsc/Dg."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, maybe_sn
+from eet_lightning.nets.config import ArchConfig
+
+# Table I at 256 px: output channels of the four stride-2 levels shared by C, Ef and Er
+ENCODER_LEVELS = (128, 256, 512, 1024)
+# Table I: the six UpRes levels of G (8 -> 256 px)
+GENERATOR_LEVELS = (1024, 512, 256, 128, 64, 32)
+# Table I: the six stride-2 levels of Dsc / Dg (256 -> 4 px)
+IMAGE_DISCRIMINATOR_LEVELS = (32, 64, 128, 256, 512, 1024)
+# Table I: Du / Dd, all stride 1 on the 4x4 features
+FEATURE_DISCRIMINATOR_LEVELS = (128, 256, 512, 1024)
+
+
+def _downsampling_stack(arch: ArchConfig, norm: str, sn: bool, last_plain: bool = False) -> nn.Sequential:
+    """The stride-2 conv levels of C / Ef / Er reading E's features, lowest resolutions kept."""
+    levels = ENCODER_LEVELS[arch.dropped_levels :]
+    layers, in_ch = [], arch.ch(64)
+    for i, out in enumerate(levels):
+        plain = last_plain and i == len(levels) - 1
+        layers.append(
+            ConvBlock(in_ch, arch.ch(out), 3, 2, 1, "none" if plain else norm, activation=not plain, sn=sn)
+        )
+        in_ch = arch.ch(out)
+    return nn.Sequential(*layers)
+
+
+class FeatureEncoder(nn.Module):
+    """E: image [B, 3, S, S] -> facial feature f [B, 64w, S/4, S/4] (BN, PReLU, two 2x2 poolings)."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.arch = arch
+        c32, c64 = arch.ch(32), arch.ch(64)
+        self.layers = nn.Sequential(
+            ConvBlock(3, c32, 3, 1, 1, "bn"),
+            ConvBlock(c32, c32, 3, 1, 1, "bn"),
+            nn.AvgPool2d(2, 2, 0),
+            ConvBlock(c32, c64, 3, 1, 1, "bn"),
+            ConvBlock(c64, c64, 3, 1, 1, "bn"),
+            nn.AvgPool2d(2, 2, 0),
+        )
+        self.out_channels = c64
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        check_shape(image, 3, self.arch.image_size, "FeatureEncoder (E)")
+        return self.layers(image)
+
+
+class AttributeClassifier(nn.Module):
+    """C: facial feature -> (identity logits [B, n], pose logits [B, v]) for the attribute loss (eq. 7)."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.layers = _downsampling_stack(arch, "bn", sn=False, last_plain=True)
+        feat = arch.ch(ENCODER_LEVELS[-1])
+        self.identity_head = nn.Linear(feat, arch.num_identities)
+        self.pose_head = nn.Linear(feat, arch.num_poses)
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.layers(feature).mean(dim=(2, 3))
+        return self.identity_head(pooled), self.pose_head(pooled)
+
+
+class AUFreeEncoder(nn.Module):
+    """Ef: facial feature f -> AU-free feature f_f [B, 1024w, 4, 4]."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.layers = _downsampling_stack(arch, "in", sn=arch.spectral_norm)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.layers(feature)
+
+
+class AURelatedEncoder(nn.Module):
+    """Er: facial feature f -> (AU-related feature f_r [B, 1024w, 4, 4], normalized AUs [B, m] in [0, 1]).
+
+    Multi-branch (EET): one independent branch per AU, each conv levels -> f_{r_i}, then GAP -> FC(1)
+    -> sigmoid gives u_i; f_r is the mean of the m branch features (eq. 6). Single-branch (EET-Single):
+    one branch gives f_r directly, then GAP -> FC(m) -> sigmoid.
+    """
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.multi_branch = arch.multi_branch
+        self.num_aus = arch.num_aus
+        sn = arch.spectral_norm and arch.au_encoder_spectral_norm
+        feat = arch.ch(ENCODER_LEVELS[-1])
+        n_branches = arch.num_aus if arch.multi_branch else 1
+        self.branches = nn.ModuleList(_downsampling_stack(arch, "in", sn=sn) for _ in range(n_branches))
+        self.heads = nn.ModuleList(
+            nn.Linear(feat, 1 if arch.multi_branch else arch.num_aus) for _ in range(n_branches)
+        )
+
+    def forward_branches(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-branch features [B, K, C, 4, 4] (K = m, or 1 for EET-Single) and normalized AUs [B, m]."""
+        feats, aus = [], []
+        for branch, head in zip(self.branches, self.heads):
+            f = branch(feature)
+            feats.append(f)
+            aus.append(torch.sigmoid(head(f.mean(dim=(2, 3)))))
+        return torch.stack(feats, dim=1), torch.cat(aus, dim=1)
+
+    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        branch_feats, aus = self.forward_branches(feature)
+        return branch_feats.mean(dim=1), aus
+
+
+class Generator(nn.Module):
+    """G: concat(f_r, f_f) [B, 2048w, 4, 4] -> image [B, 3, S, S] in [-1, 1] (UpRes levels, 1x1 deconv, tanh)."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        self.feat_channels = arch.ch(ENCODER_LEVELS[-1])
+        levels = GENERATOR_LEVELS[: len(GENERATOR_LEVELS) - arch.dropped_levels]
+        blocks, in_ch = [], 2 * self.feat_channels
+        for out in levels:
+            blocks.append(UpResBlock(in_ch, arch.ch(out), sn=arch.spectral_norm))
+            in_ch = arch.ch(out)
+        self.blocks = nn.Sequential(*blocks)
+        self.to_rgb = maybe_sn(nn.ConvTranspose2d(in_ch, 3, 1, 1, 0, 0), arch.spectral_norm)
+
+    def forward(self, au_related: torch.Tensor, au_free: torch.Tensor) -> torch.Tensor:
+        check_shape(au_related, self.feat_channels, 4, "Generator (G) AU-related input f_r")
+        check_shape(au_free, self.feat_channels, 4, "Generator (G) AU-free input f_f")
+        return torch.tanh(self.to_rgb(self.blocks(torch.cat([au_related, au_free], dim=1))))
+
+
+class FeatureDiscriminator(nn.Module):
+    """Du / Dd: a 4x4 feature -> scores. Du reads f_f and outputs m(l+1); Dd reads f_r and outputs n."""
+
+    def __init__(self, arch: ArchConfig, out_features: int) -> None:
+        super().__init__()
+        sn = arch.spectral_norm
+        layers, in_ch = [], arch.ch(ENCODER_LEVELS[-1])
+        for i, out in enumerate(FEATURE_DISCRIMINATOR_LEVELS):
+            last = i == len(FEATURE_DISCRIMINATOR_LEVELS) - 1
+            layers.append(
+                ConvBlock(in_ch, arch.ch(out), 3, 1, 1, "none" if last else "in", activation=not last, sn=sn)
+            )
+            in_ch = arch.ch(out)
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(in_ch, out_features)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(feature).mean(dim=(2, 3)))
+
+
+class ImageDiscriminator(nn.Module):
+    """Dsc / Dg: image [B, 3, S, S] -> one LSGAN score per image [B]."""
+
+    def __init__(self, arch: ArchConfig) -> None:
+        super().__init__()
+        sn = arch.spectral_norm
+        layers, in_ch = [], 3
+        for out in IMAGE_DISCRIMINATOR_LEVELS[arch.dropped_levels :]:
+            layers.append(ConvBlock(in_ch, arch.ch(out), 4, 2, 1, "in", sn=sn))
+            in_ch = arch.ch(out)
+        layers += [
+            maybe_sn(nn.Conv2d(in_ch, arch.ch(2048), 4, 2, 0), sn),  # 4x4 -> 1x1
+            nn.PReLU(),
+            maybe_sn(nn.Conv2d(arch.ch(2048), 1, 1, 1, 0), sn),
+        ]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image).flatten(1).squeeze(1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable-parameter count, counting a spectrally normalized weight once."""
+    return sum(p.numel() for p in module.parameters())
