@@ -247,6 +247,17 @@ class SyntheticDataModule(EETDataModule):
         return {"records_a": ra, "records_b": rb, "a": stacked[0], "b": stacked[1],
                 "truth_a": stacked[2], "truth_b": stacked[3]}
 
+    def write_previews(self, out_dir: str | Path) -> dict[str, Path]:
+        """The AU contact sheet: each AU swept 0 -> 5 on the first held-out identity."""
+        from PIL import Image
+
+        path = Path(out_dir) / "au_contact_sheet.png"
+        identity = R.make_identity(self.test_identity_seeds[0])
+        sheet = R.au_contact_sheet(identity, max(self.image_size, 128))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet).save(path)
+        return {"contact_sheet": path}
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
             key = {"size": self.image_size, "n": self.hparams.train_samples, "seed": self.hparams.seed,
