@@ -374,7 +374,8 @@ def _au_vector(aus: np.ndarray | Mapping[int, float]) -> np.ndarray:
         vec = np.asarray(aus, dtype=np.float64)
         if vec.shape != (len(DISFA_AUS),):
             raise ValueError(
-                f"aus must hold {len(DISFA_AUS)} intensities in DISFA_AUS order {DISFA_AUS}, got shape {vec.shape}"
+                f"aus must hold {len(DISFA_AUS)} intensities in DISFA_AUS order {DISFA_AUS}, "
+                f"got shape {vec.shape}"
             )
     bad = ~np.isfinite(vec) | (vec < 0.0) | (vec > MAX_INTENSITY)
     if bad.any():
@@ -424,7 +425,7 @@ class _Canvas:
     def paint(self, sl, d: np.ndarray, color, opacity=1.0, feather: float = 0.0) -> None:
         """Blend ``color`` over the window where ``d < 0``; edges ramp over max(pixel, feather)."""
         w = self.px if feather < self.px else feather
-        a = np.clip(0.5 - d * (1.0 / w), 0.0, 1.0)
+        a = _clip01(0.5 - d * (1.0 / w))
         if not (isinstance(opacity, float) and opacity == 1.0):
             a = a * opacity
         reg = self.img[sl]
@@ -434,7 +435,7 @@ class _Canvas:
 
 
 def _ellipse(X, Y, cx: float, cy: float, a: float, b: float) -> np.ndarray:
-    """Approximate signed distance to an axis-aligned ellipse (exact on the boundary's normal to 1st order)."""
+    """Approximate signed distance to an axis-aligned ellipse (first-order accurate near the boundary)."""
     dx = (X - cx) * (1.0 / a)
     dy = (Y - cy) * (1.0 / b)
     k0 = np.sqrt(dx * dx + dy * dy)
@@ -453,20 +454,27 @@ def _seg(X, Y, ax: float, ay: float, bx: float, by: float) -> np.ndarray:
     bax, bay = bx - ax, by - ay
     pax = X - ax
     pay = Y - ay
-    h = np.clip((pax * bax + pay * bay) * (1.0 / max(bax * bax + bay * bay, 1e-12)), 0.0, 1.0)
+    h = _clip01((pax * bax + pay * bay) * (1.0 / max(bax * bax + bay * bay, 1e-12)))
     dx = pax - bax * h
     dy = pay - bay * h
     return np.sqrt(dx * dx + dy * dy)
 
 
+_BEZIER_T: dict[int, np.ndarray] = {}
+
+
 def _bezier(p0, p1, p2, n: int = 6) -> np.ndarray:
     """n points on the quadratic Bezier p0-p1-p2 (used as a polyline)."""
-    t = np.linspace(0.0, 1.0, n)[:, None]
+    t = _BEZIER_T.get(n)
+    if t is None:
+        t = _BEZIER_T[n] = np.linspace(0.0, 1.0, n)[:, None]
     p0, p1, p2 = (np.asarray(p, dtype=np.float64) for p in (p0, p1, p2))
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-def _strokes(cv: _Canvas, paths: Sequence[np.ndarray], hw: float, color, opacity: float, feather: float = 0.0):
+def _strokes(
+    cv: _Canvas, paths: Sequence[np.ndarray], hw: float, color, opacity: float, feather: float = 0.0
+):
     """Draw polylines of half-width ``hw``. Lines thinner than a pixel are widened to one pixel with the
     opacity reduced in proportion, so fine wrinkles stay visible (faintly) at 64 px instead of aliasing."""
     if opacity <= 0.0 or not paths:
@@ -487,12 +495,22 @@ def _strokes(cv: _Canvas, paths: Sequence[np.ndarray], hw: float, color, opacity
     cv.paint(sl, d - eff, color, opacity, feather)
 
 
+def _clip01(x):
+    # np.clip's Python-level dispatch costs several microseconds per call, which adds up over the
+    # hundreds of small arrays a face needs; two raw ufuncs are much cheaper.
+    return np.minimum(np.maximum(x, 0.0), 1.0)
+
+
+def _unit(x: float) -> float:
+    return min(max(float(x), 0.0), 1.0)
+
+
 def _shade(rgb: Sequence[float], f: float) -> np.ndarray:
-    return np.clip(np.asarray(rgb, dtype=np.float32) * f, 0.0, 255.0).astype(np.float32)
+    return np.minimum(np.asarray(rgb, dtype=np.float32) * np.float32(f), np.float32(255.0))
 
 
 def _smoothstep(e0: float, e1: float, x):
-    t = np.clip((x - e0) * (1.0 / (e1 - e0)), 0.0, 1.0)
+    t = _clip01((x - e0) * (1.0 / (e1 - e0)))
     return t * t * (3.0 - 2.0 * t)
 
 
@@ -575,7 +593,10 @@ def _hair_back(cv: _Canvas, g: _Geo) -> None:
     if win is None:
         return
     sl, X, Y = win
-    d = _long_hair_d(g, X, Y) if style == "long" else g.head_d(X, Y, 0.06, 0.075, g.h_low_rest)
+    if style == "long":
+        d = _long_hair_d(g, X, Y)
+    else:  # short hair stops at the sideburns
+        d = np.maximum(g.head_d(X, Y, 0.06, 0.075, g.h_low_rest), Y - (idn.eye_y + 0.05))
     cv.paint(sl, d, _hair_texture(X, Y, hair))
 
 
@@ -604,8 +625,13 @@ def _ears(cv: _Canvas, g: _Geo) -> None:
             continue
         sl, X, Y = win
         cv.paint(sl, _ellipse(X, Y, ex, ey, a, b), _shade(skin, 0.95))
-        cv.paint(sl, _ellipse(X, Y, ex + side * 0.014, ey - 0.01, a * 0.5, b * 0.66), _shade(skin, 0.72), 0.7,
-                 feather=0.02)
+        cv.paint(
+            sl,
+            _ellipse(X, Y, ex + side * 0.014, ey - 0.01, a * 0.5, b * 0.66),
+            _shade(skin, 0.72),
+            0.7,
+            feather=0.02,
+        )
 
 
 def _neck(cv: _Canvas, g: _Geo) -> None:
@@ -617,12 +643,17 @@ def _neck(cv: _Canvas, g: _Geo) -> None:
     if win is not None:
         sl, X, Y = win
         d = np.maximum(np.abs(X - nx) - nw, 0.15 - Y)
-        shade = (0.8 + 0.12 * np.clip((Y - 0.6) * 2.5, 0.0, 1.0))[..., None]
+        shade = (0.8 + 0.12 * _clip01((Y - 0.6) * 2.5))[..., None]
         cv.paint(sl, d, skin * shade)
         # Shadow cast by the jaw onto the neck; it follows the chin when AU26 drops it.
         cy = g.chin_y + 0.03
-        cv.paint(sl, _ellipse(X, Y, g.fx(0.0, _DEPTH_CHIN) * 0.5, cy, nw * 1.1, 0.09), _shade(skin, 0.55), 0.55,
-                 feather=0.07)
+        cv.paint(
+            sl,
+            _ellipse(X, Y, g.fx(0.0, _DEPTH_CHIN) * 0.5, cy, nw * 1.1, 0.09),
+            _shade(skin, 0.55),
+            0.55,
+            feather=0.07,
+        )
     shirt = np.asarray(idn.shirt_color, dtype=np.float32)
     win = cv.window(-1.1, 1.1, 0.84, 1.0)
     if win is not None:
@@ -642,8 +673,8 @@ def _face(cv: _Canvas, g: _Geo) -> None:
     sl, X, Y = win
     d = g.head_d(X, Y)
     # Darker towards the outline and slightly under the cheekbones: a cheap stand-in for 3-D shading.
-    rim = np.clip(1.0 + d * (1.0 / 0.16), 0.0, 1.0)
-    shade = 1.0 - 0.17 * rim * rim - 0.03 * np.clip((Y - 0.1) * 2.0, 0.0, 1.0)
+    rim = _clip01(1.0 + d * (1.0 / 0.16))
+    shade = 1.0 - 0.17 * rim * rim - 0.03 * _clip01((Y - 0.1) * 2.0)
     cv.paint(sl, d, g.skin * shade[..., None])
 
 
@@ -661,16 +692,26 @@ def _cheeks(cv: _Canvas, g: _Geo) -> None:
         cv.paint(sl, _ellipse(X, Y, cx, cy, 0.1, 0.065), blush, min(idn.blush + 0.55 * a6, 0.9), feather=0.11)
         if a6 > 0:
             # The raised cheek catches the light just under the eye.
-            cv.paint(sl, _ellipse(X, Y, cx - side * 0.01, cy - 0.045, 0.075, 0.03), _shade(idn.skin, 1.2),
-                     0.6 * a6, feather=0.05)
+            cv.paint(
+                sl,
+                _ellipse(X, Y, cx - side * 0.01, cy - 0.045, 0.075, 0.03),
+                _shade(idn.skin, 1.2),
+                0.6 * a6,
+                feather=0.05,
+            )
         if a12 > 0:
             # Smiling bunches the lower cheek beside the nasolabial fold.
             mx = g.fx(side * (g.mouth_w_rest + 0.07), _DEPTH_MOUTH)
             win2 = cv.window(mx - 0.14, mx + 0.14, idn.mouth_y - 0.2, idn.mouth_y + 0.05)
             if win2 is not None:
                 sl2, X2, Y2 = win2
-                cv.paint(sl2, _ellipse(X2, Y2, mx, idn.mouth_y - 0.07, 0.05, 0.045), _shade(idn.skin, 1.1),
-                         0.45 * a12, feather=0.05)
+                cv.paint(
+                    sl2,
+                    _ellipse(X2, Y2, mx, idn.mouth_y - 0.07, 0.05, 0.045),
+                    _shade(idn.skin, 1.1),
+                    0.45 * a12,
+                    feather=0.05,
+                )
 
 
 def _beard(cv: _Canvas, g: _Geo) -> None:
@@ -685,8 +726,14 @@ def _beard(cv: _Canvas, g: _Geo) -> None:
     sl, X, Y = win
     inside = g.head_d(X, Y) - 0.025
     if idn.beard == "goatee":
-        region = _ellipse(X, Y, mx, 0.5 * (idn.nose_y + g.chin_y) + 0.04, idn.mouth_w + 0.05,
-                          0.5 * (g.chin_y - idn.nose_y) + 0.02)
+        region = _ellipse(
+            X,
+            Y,
+            mx,
+            0.5 * (idn.nose_y + g.chin_y) + 0.04,
+            idn.mouth_w + 0.05,
+            0.5 * (g.chin_y - idn.nose_y) + 0.02,
+        )
         top = idn.nose_y + 0.03
     else:
         region = inside
@@ -694,7 +741,7 @@ def _beard(cv: _Canvas, g: _Geo) -> None:
         top = idn.nose_y + 0.03 - (idn.nose_y - idn.eye_y - 0.14) * edge
     d = np.maximum(np.maximum(inside, region), top - Y)
     color = _hair_texture(X, Y, np.asarray(idn.hair_color, dtype=np.float32) * 0.9)
-    cv.paint(sl, d, color, 0.4 if idn.beard == "stubble" else 0.93, feather=0.02)
+    cv.paint(sl, d, color, 0.4 if idn.beard == "stubble" else 0.93, feather=0.03)
 
 
 def _forehead(cv: _Canvas, g: _Geo) -> None:
@@ -718,8 +765,8 @@ def _forehead(cv: _Canvas, g: _Geo) -> None:
                 d = dk if d is None else np.minimum(d, dk)
             hw = max(0.004, 0.5 * cv.px)
             central = np.exp(-(xr * xr) * 4.0)
-            op = np.clip(0.75 * a1 * central + 0.75 * a2 * (1.0 - central), 0.0, 0.9)
-            op = op * np.clip((1.0 - np.abs(xr)) * 5.0, 0.0, 1.0) * (0.004 / hw)
+            op = np.minimum(0.75 * a1 * central + 0.75 * a2 * (1.0 - central), 0.9)
+            op = op * _clip01((1.0 - np.abs(xr)) * 5.0) * (0.004 / hw)
             cv.paint(sl, d - hw, line, op)
     if a4 > 0:
         # Knotted skin between the brows, then the vertical furrows, lengthening as the brows squeeze.
@@ -746,14 +793,14 @@ def _eye(cv: _Canvas, g: _Geo, side: float, gaze: int) -> None:
     cy = idn.eye_y
     ew = idn.eye_w * kx
     eh = idn.eye_h
-    up_h = eh * (1.0 + 1.1 * a5)  # AU5 raises the upper lid
+    up_h = eh * (1.0 + 1.25 * a5)  # AU5 raises the upper lid
     lo_h = 0.72 * eh * (1.0 - 0.65 * a6)  # AU6 pushes the lower lid up
     win = cv.window(cx - ew * 1.7, cx + ew * 1.7, cy - eh * 2.0 - 0.06, cy + eh + 0.07)
     if win is None:
         return
     sl, X, Y = win
     t = (X - cx) * (1.0 / ew)
-    tt = np.clip(1.0 - t * t, 0.0, 1.0)
+    tt = _clip01(1.0 - t * t)
     base = cy - idn.eye_tilt * side * t
     # Upper lid peaks slightly toward the nose, as in real eyes.
     upper = base - up_h * tt**0.8 * (1.0 - 0.12 * side * t)
@@ -770,7 +817,9 @@ def _eye(cv: _Canvas, g: _Geo, side: float, gaze: int) -> None:
 
     # Sclera, with the caruncle at the inner corner.
     cv.paint(sl, d_eye, _SCLERA)
-    cv.paint(sl, np.maximum(_ellipse(X, Y, cx - side * ew * 0.93, cy, ew * 0.14, eh * 0.5), d_eye), _CARUNCLE, 0.8)
+    cv.paint(
+        sl, np.maximum(_ellipse(X, Y, cx - side * ew * 0.93, cy, ew * 0.14, eh * 0.5), d_eye), _CARUNCLE, 0.8
+    )
 
     # Iris and pupil, clipped by the lids; the gaze slides them inside the eye.
     icx = cx + (gaze - 1) * 0.42 * ew
@@ -786,15 +835,19 @@ def _eye(cv: _Canvas, g: _Geo, side: float, gaze: int) -> None:
     cv.paint(sl, np.maximum(d_eye, Y - (upper + 0.4 * eh)), _PUPIL, 0.2, feather=0.02)
 
     # Lash line (heavier toward the outer corner) and the lower lid rim.
-    lash_hw = 0.0045 + 0.0035 * np.clip(side * t, 0.0, 1.0)
+    lash_hw = 0.0045 + 0.0035 * _clip01(side * t)
     cv.paint(sl, np.maximum(np.abs(Y - (upper - 0.002)) - lash_hw, (np.abs(t) - 1.06) * ew), _LASH, 0.95)
     cv.paint(sl, np.maximum(np.abs(Y - (lower + 0.002)) - 0.0028, ends), _shade(skin, 0.6), 0.5)
 
     if a6 > 0:
         # AU6: the lower-lid bulge line and crow's feet at the outer corner.
         bulge = lower + 0.028
-        cv.paint(sl, np.maximum(np.abs(Y - bulge) - max(0.0035, 0.5 * cv.px), (np.abs(t) - 0.75) * ew),
-                 _shade(skin, 0.55), 0.8 * a6)
+        cv.paint(
+            sl,
+            np.maximum(np.abs(Y - bulge) - max(0.0035, 0.5 * cv.px), (np.abs(t) - 0.75) * ew),
+            _shade(skin, 0.55),
+            0.8 * a6,
+        )
         ox = cx + side * ew * 1.08
         paths = [
             np.array([[ox, cy + dy0], [ox + side * 0.055, cy + dy1]])
@@ -820,11 +873,11 @@ def _brow(cv: _Canvas, g: _Geo, side: float) -> None:
     sl, X, Y = win
     L = xo - xi
     t = (X - xi) * (1.0 / L)
-    tc = np.clip(t, 0.0, 1.0)
+    tc = _clip01(t)
     yc = yi + (yo - yi) * tc - arch * np.sin(np.pi * tc)
     slope = ((yo - yi) - arch * np.pi * np.cos(np.pi * tc)) * (1.0 / L)
     # Thick at the head, tapering to the tail, with a rounded head.
-    hh = 0.5 * th * (1.0 - 0.6 * tc) * (0.55 + 0.45 * np.sqrt(np.clip(tc * 12.0, 0.0, 1.0)))
+    hh = 0.5 * th * (1.0 - 0.6 * tc) * (0.55 + 0.45 * np.sqrt(_clip01(tc * 12.0)))
     d = np.maximum((np.abs(Y - yc) - hh) / np.sqrt(1.0 + slope * slope), (np.abs(t - 0.5) - 0.5) * abs(L))
     cv.paint(sl, d, np.asarray(idn.brow_color, dtype=np.float32), 0.93, feather=0.006)
 
@@ -842,8 +895,12 @@ def _nose(cv: _Canvas, g: _Geo) -> None:
     # Side walls of the bridge; in a turned face the far side becomes the nose's silhouette line.
     paths_near, paths_far = [], []
     for side in (-1.0, 1.0):
-        p = _bezier((bx + side * 0.042, top + 0.03), (bx + side * 0.048, ny - 0.12), (tx + side * nw * 0.75, ny - 0.06),
-                    5)
+        p = _bezier(
+            (bx + side * 0.042, top + 0.03),
+            (bx + side * 0.048, ny - 0.12),
+            (tx + side * nw * 0.75, ny - 0.06),
+            5,
+        )
         (paths_far if side * g.s > 0 else paths_near).append(p)
     _strokes(cv, paths_near, 0.012, _shade(skin, 0.8), 0.3, feather=0.03)
     _strokes(cv, paths_far, 0.01, _shade(skin, 0.72), 0.3 + 0.3 * abs(g.s), feather=0.02)
@@ -889,10 +946,10 @@ def _mouth_shape(g: _Geo):
         "my": g.i.mouth_y,
         "mw": mw,
         "cdy": -0.085 * a12 + 0.075 * a15 + 0.012 * a20,  # corner lift (-) / drop (+)
-        "lift": 0.03 * a17,  # AU17 pushes the lower lip and mouth centre up
+        "lift": 0.035 * a17,  # AU17 pushes the lower lip and mouth centre up
         "up9": 0.022 * a9,
-        "g_up": 0.018 * a25 + 0.012 * a26,
-        "g_lo": 0.034 * a25 + 0.1 * a26,  # the jaw carries the lower lip down
+        "g_up": 0.02 * a25 + 0.012 * a26,
+        "g_lo": 0.04 * a25 + 0.1 * a26,  # the jaw carries the lower lip down
         "ut": g.i.lip_upper * (1.0 - 0.45 * a20) * (1.0 - 0.15 * a12),
         "lt": g.i.lip_lower * (1.0 - 0.45 * a20) * (1.0 - 0.15 * a12) * (1.0 + 0.3 * a17),
     }
@@ -921,8 +978,14 @@ def _mouth(cv: _Canvas, g: _Geo) -> dict:
     # Philtrum ridges.
     ny = idn.nose_y
     for side in (-1.0, 1.0):
-        _strokes(cv, [np.array([[mx + side * 0.02, ny + 0.025], [mx + side * 0.026, my - idn.lip_upper]])],
-                 0.004, _shade(skin, 0.85), 0.35 * beard_dim, feather=0.01)
+        _strokes(
+            cv,
+            [np.array([[mx + side * 0.02, ny + 0.025], [mx + side * 0.026, my - idn.lip_upper]])],
+            0.004,
+            _shade(skin, 0.85),
+            0.35 * beard_dim,
+            feather=0.01,
+        )
 
     ymin = my - 0.08 - m["ut"] - m["up9"] - m["g_up"]
     ymax = my + 0.07 + m["g_lo"] + m["lt"]
@@ -931,10 +994,10 @@ def _mouth(cv: _Canvas, g: _Geo) -> dict:
         return m
     sl, X, Y = win
     t = (X - mx) * (1.0 / mw)
-    tt = np.clip(1.0 - t * t, 0.0, 1.0)
+    tt = _clip01(1.0 - t * t)
     ends = (np.abs(t) - 1.0) * mw
     line_y = my + m["cdy"] * t * t - m["lift"] * tt
-    prof = np.clip(1.0 - (t * (1.0 / 0.94)) ** 2, 0.0, 1.0) ** 0.7
+    prof = _clip01(1.0 - (t * (1.0 / 0.94)) ** 2) ** 0.7
     o_top = line_y - m["g_up"] * prof
     o_bot = line_y + m["g_lo"] * prof
     bow = 1.0 - 0.35 * np.exp(-(t * t) * (1.0 / 0.015))  # Cupid's bow dip
@@ -945,15 +1008,20 @@ def _mouth(cv: _Canvas, g: _Geo) -> dict:
     cv.paint(sl, np.maximum(np.maximum(o_bot - Y, Y - ll_bot), ends), lip)
     # Highlight on the lower lip.
     ll_mid = 0.5 * (o_bot + ll_bot)
-    cv.paint(sl, np.maximum(np.abs(Y - ll_mid) - 0.3 * m["lt"] * tt, (np.abs(t) - 0.5) * mw), _shade(lip, 1.2), 0.3,
-             feather=0.015)
+    cv.paint(
+        sl,
+        np.maximum(np.abs(Y - ll_mid) - 0.3 * m["lt"] * tt, (np.abs(t) - 0.5) * mw),
+        _shade(lip, 1.2),
+        0.3,
+        feather=0.015,
+    )
 
     gap = m["g_up"] + m["g_lo"]
     if gap > 0:
         d_open = np.maximum(np.maximum(o_top - Y, Y - o_bot), ends)
         cv.paint(sl, d_open, _MOUTH_INSIDE)
         # Teeth show once the lips are apart enough (AU25 at higher intensity, AU26).
-        vis = float(np.clip((gap - 0.012) / 0.025, 0.0, 1.0))
+        vis = _unit((gap - 0.012) / 0.025)
         if vis > 0:
             teeth_h = np.minimum(0.034, 0.55 * (o_bot - o_top))
             d_teeth = np.maximum(np.maximum(d_open, Y - (o_top + teeth_h)), (np.abs(t) - 0.78) * mw)
@@ -962,12 +1030,16 @@ def _mouth(cv: _Canvas, g: _Geo) -> dict:
             cv.paint(sl, np.maximum(d_teeth, gaps), _shade(_TEETH, 0.75), 0.6 * vis)
             low_h = np.minimum(0.018, 0.25 * (o_bot - o_top))
             d_low = np.maximum(np.maximum(d_open, (o_bot - low_h) - Y), (np.abs(t) - 0.6) * mw)
-            cv.paint(sl, d_low, _shade(_TEETH, 0.85), vis * float(np.clip((gap - 0.05) / 0.04, 0.0, 1.0)))
-        tongue_vis = float(np.clip((gap - 0.04) / 0.05, 0.0, 1.0))
+            cv.paint(sl, d_low, _shade(_TEETH, 0.85), vis * _unit((gap - 0.05) / 0.04))
+        tongue_vis = _unit((gap - 0.04) / 0.05)
         if tongue_vis > 0:
             tongue = _ellipse(X, Y, mx, my + m["g_lo"] - m["lift"], mw * 0.55, 0.04)
-            cv.paint(sl, np.maximum(np.maximum(tongue, d_open), (o_bot - 0.015 - m["g_lo"] * 0.35) - Y), _TONGUE,
-                     tongue_vis * 0.9)
+            cv.paint(
+                sl,
+                np.maximum(np.maximum(tongue, d_open), (o_bot - 0.015 - m["g_lo"] * 0.35) - Y),
+                _TONGUE,
+                tongue_vis * 0.9,
+            )
     # The line where the lips meet (hidden inside the opening once the mouth is open).
     cv.paint(sl, np.maximum(np.abs(Y - line_y) - 0.004, ends + 0.004), _shade(lip, 0.5), 0.9)
     for side in (-1.0, 1.0):
@@ -978,11 +1050,28 @@ def _mouth(cv: _Canvas, g: _Geo) -> dict:
     for side in (-1.0, 1.0):
         cx0, cy0 = mx + side * (mw + 0.008), my + m["cdy"]
         if a15 > 0:
-            _strokes(cv, [_bezier((cx0, cy0 + 0.012), (cx0 + side * 0.01, cy0 + 0.04), (cx0 + side * 0.005, cy0 + 0.075), 4)],
-                     0.0045, line, 0.9 * a15)
+            _strokes(
+                cv,
+                [
+                    _bezier(
+                        (cx0, cy0 + 0.012),
+                        (cx0 + side * 0.01, cy0 + 0.04),
+                        (cx0 + side * 0.005, cy0 + 0.075),
+                        4,
+                    )
+                ],
+                0.0045,
+                line,
+                0.9 * a15,
+            )
         if a20 > 0:
-            _strokes(cv, [np.array([[cx0 + side * 0.01, cy0], [cx0 + side * 0.05, cy0 + 0.012]])], 0.0045, line,
-                     0.85 * a20)
+            _strokes(
+                cv,
+                [np.array([[cx0 + side * 0.01, cy0], [cx0 + side * 0.05, cy0 + 0.012]])],
+                0.0045,
+                line,
+                0.85 * a20,
+            )
     m["ll_bot_centre"] = my - m["lift"] + m["g_lo"] + m["lt"]
     return m
 
@@ -1006,13 +1095,21 @@ def _chin(cv: _Canvas, g: _Geo, m: dict) -> None:
     if a17 > 0:
         # The "orange peel" dimpling of the chin boss.
         d = None
-        for dx, dy in ((-0.035, -0.004), (0.03, -0.008), (-0.01, 0.016), (0.018, 0.02), (0.05, 0.012),
-                       (-0.055, 0.016)):
+        for dx, dy in (
+            (-0.035, -0.004),
+            (0.03, -0.008),
+            (-0.01, 0.016),
+            (0.018, 0.02),
+            (0.05, 0.012),
+            (-0.055, 0.016),
+        ):
             dk = _circle(X, Y, cx + dx, boss_y + dy, 0.007)
             d = dk if d is None else np.minimum(d, dk)
         cv.paint(sl, d, _shade(skin, 0.72), 0.6 * a17, feather=0.012)
         # Shadow under the bulging boss.
-        cv.paint(sl, _ellipse(X, Y, cx, boss_y + 0.05, 0.07, 0.018), _shade(skin, 0.7), 0.5 * a17, feather=0.03)
+        cv.paint(
+            sl, _ellipse(X, Y, cx, boss_y + 0.05, 0.07, 0.018), _shade(skin, 0.7), 0.5 * a17, feather=0.03
+        )
 
 
 def _hair_front(cv: _Canvas, g: _Geo) -> None:
@@ -1028,11 +1125,20 @@ def _hair_front(cv: _Canvas, g: _Geo) -> None:
             return
         sl, X, Y = win
         U = g.unwarp(X)
-        d = np.maximum(np.maximum(g.head_d(X, Y, 0.015, 0.0, g.h_low_rest), W * 0.8 - np.abs(U)),
-                       np.maximum(-0.3 - Y, Y - 0.06))
-        cv.paint(sl, d, _mix(hair, idn.skin, 0.35).astype(np.float32), 0.75, feather=0.02)
-        cv.paint(sl, _ellipse(X, Y, g.s * 0.05 - 0.1, top + 0.16, 0.16, 0.07), _shade(idn.skin, 1.18), 0.4,
-                 feather=0.08)
+        # The fringe of hair recedes upward-outward, so its inner edge moves out toward the crown.
+        inner = W * 0.8 + 0.12 * _clip01((-0.12 - Y) * 5.0)
+        d = np.maximum(
+            np.maximum(g.head_d(X, Y, 0.015, 0.0, g.h_low_rest), inner - np.abs(U)),
+            np.maximum(-0.32 - Y, Y - (idn.eye_y + 0.08)),
+        )
+        cv.paint(sl, d, _mix(hair, idn.skin, 0.35).astype(np.float32), 0.75, feather=0.025)
+        cv.paint(
+            sl,
+            _ellipse(X, Y, g.s * 0.05 - 0.1, top + 0.16, 0.16, 0.07),
+            _shade(idn.skin, 1.18),
+            0.4,
+            feather=0.08,
+        )
         return
     bottom = 0.15 if style != "long" else idn.hair_length
     win = cv.window(-W - 0.15, W + 0.15, top - 0.1, bottom + 0.06)
@@ -1046,6 +1152,8 @@ def _hair_front(cv: _Canvas, g: _Geo) -> None:
         cv.paint(sl, d, _mix(hair, idn.skin, 0.3).astype(np.float32), 0.8, feather=0.012)
         return
     cap = g.head_d(X, Y, 0.05, 0.075, g.h_low_rest)
+    if style != "long":
+        cap = np.maximum(cap, Y - (idn.eye_y + 0.05))
     part = idn.hair_part
     if style == "fringe":
         # Bangs end well above the highest a raised brow can reach.
@@ -1065,7 +1173,9 @@ def _hair_front(cv: _Canvas, g: _Geo) -> None:
     color = _hair_texture(X, Y, hair)
     cv.paint(sl, d, color, feather=0.008)
     # Sheen band across the crown.
-    cv.paint(sl, np.maximum(d, np.abs(Y - (top + 0.12)) - 0.03), _shade(hair, 1.35) + 12.0, 0.35, feather=0.05)
+    cv.paint(
+        sl, np.maximum(d, np.abs(Y - (top + 0.12)) - 0.03), _shade(hair, 1.35) + 12.0, 0.35, feather=0.05
+    )
 
 
 def _glasses(cv: _Canvas, g: _Geo) -> None:

@@ -19,7 +19,7 @@ from eet_lightning.losses import au_occurrence_weights
 from eet_lightning.nets.config import SUPPORTED_IMAGE_SIZES
 
 # Bumped whenever the renderer's output changes, so that stale caches are never read.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
 
 @dataclass
