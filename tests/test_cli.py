@@ -27,7 +27,7 @@ def test_fit_writes_checkpoints_grid_and_config(tiny_run: Path) -> None:
     assert (tiny_run / "au_contact_sheet.png").is_file()
     cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert cfg["data"]["init_args"]["batch_size"] == 4 and cfg["model"]["variant"] == "eet"
-    metrics = (tiny_run / "logs" / "stage2" / "metrics.csv").read_text()
+    metrics = (tiny_run / "logs" / "stage2" / "version_0" / "metrics.csv").read_text()
     assert "train/L_u_swap" in metrics and "val/swap_truth_l1" in metrics
 
 
@@ -74,11 +74,12 @@ def test_resume_continues_and_refuses_to_overwrite(tiny_config: Path, tmp_path: 
     run = tmp_path / "run"
     base = ["--config", str(tiny_config), "--run_dir", str(run), "--stage", "1"]
     assert main([*base, "--stage1.max_epochs", "1"]) == 0
-    assert _ckpt(run / "stage1" / "last.ckpt")["global_step"] == 2
+    first = _ckpt(run / "stage1" / "last.ckpt")
+    assert first["global_step"] == 2
     assert main([*base, "--stage1.max_epochs", "2"]) == 2  # existing checkpoints, no --resume
     assert main([*base, "--stage1.max_epochs", "2", "--resume", "true"]) == 0
     ckpt = _ckpt(run / "stage1" / "last.ckpt")
-    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1
+    assert ckpt["global_step"] == 4 and ckpt["epoch"] == first["epoch"] + 1
 
 
 def test_bundled_config_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -120,6 +120,13 @@ class EETBase(pl.LightningModule):
             self.au_discriminator = FeatureDiscriminator(a, a.num_aus * (a.max_intensity + 1))  # Du
             self.identity_discriminator = FeatureDiscriminator(a, a.num_identities)  # Dd
 
+    def store_plain_hparams(self) -> None:
+        """Keep the effective arch and loss weights as plain dicts in the checkpoint, so that it loads
+        with ``torch.load(weights_only=True)`` (Lightning's default when resuming) and reads as YAML."""
+        self.hparams["arch"] = self.arch.to_dict()
+        self.hparams["loss_weights"] = asdict(self.weights)
+        self.hparams["aus"] = list(self.aus)
+
     @property
     def max_intensity(self) -> int:
         return self.arch.max_intensity

@@ -34,6 +34,7 @@ class Stage1Module(EETBase):
     ) -> None:
         super().__init__(arch, aus, au_weights, variant, loss_weights)
         self.save_hyperparameters()
+        self.store_plain_hparams()
         if lr <= 0:
             raise ValueError(f"stage1.lr must be positive, got {lr}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.base import EETBase, LossWeights, Variant, half_constant_then_linear
 from eet_lightning.nets import ArchConfig, Generator, ImageDiscriminator
+
+# E, C, Du and Dd are in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 # Parts that stage 2 takes from stage 1; E, C, Du and Dd are then frozen, Ef and Er keep training.
 STAGE1_PARTS = (
@@ -63,6 +67,7 @@ class Stage2Module(EETBase):
     ) -> None:
         super().__init__(arch, aus, au_weights, variant, loss_weights)
         self.save_hyperparameters()
+        self.store_plain_hparams()
         self.automatic_optimization = False
         for name, lr in (("lr_generator", lr_generator), ("lr_discriminator", lr_discriminator)):
             if lr <= 0:

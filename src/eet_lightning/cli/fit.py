@@ -118,9 +118,9 @@ def make_logger(kind: str, run_dir: Path, stage: str, project: str) -> Any:
     if kind == "none":
         return False
     if kind == "csv":
-        return pl.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version=stage)
+        return pl.loggers.CSVLogger(save_dir=str(run_dir / "logs"), name=stage)
     if kind == "tensorboard":
-        return pl.loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version=stage)
+        return pl.loggers.TensorBoardLogger(save_dir=str(run_dir / "logs"), name=stage)
     # W&B: offline unless the user has configured an account (or chosen a mode themselves)
     configured = bool(os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
     netrc = Path.home() / ".netrc"
