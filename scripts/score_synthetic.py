@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         data = SyntheticDataModule(**init)
         model = EETModel.load_from_checkpoint(args.ckpt)
         if model.arch.image_size != data.image_size:
-            raise ValueError(f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px")
+            raise ValueError(
+                f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
+            )
     except (OSError, ValueError, KeyError, yaml.YAMLError) as err:
         print(f"score_synthetic: error: {err}", file=sys.stderr)
         return 2

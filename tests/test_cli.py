@@ -55,8 +55,18 @@ def test_stage2_checkpoint_is_self_contained(tiny_run: Path, tmp_path: Path) -> 
 def test_stage2_alone_reads_stage1_and_freezes_it(tiny_run: Path, tiny_config: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     rc = main(
-        ["--config", str(tiny_config), "--run_dir", str(run), "--stage", "2",
-         "--stage2.stage1_ckpt", str(tiny_run / "stage1" / "last.ckpt"), "--data.batch_size", "2"]
+        [
+            "--config",
+            str(tiny_config),
+            "--run_dir",
+            str(run),
+            "--stage",
+            "2",
+            "--stage2.stage1_ckpt",
+            str(tiny_run / "stage1" / "last.ckpt"),
+            "--data.batch_size",
+            "2",
+        ]
     )
     assert rc == 0 and not (run / "stage1").exists()
     s1 = _ckpt(tiny_run / "stage1" / "last.ckpt")["state_dict"]

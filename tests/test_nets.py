@@ -72,7 +72,9 @@ def test_spectral_norm_placement() -> None:
     assert sn_count(AURelatedEncoder(a)) == 2 * 12
     assert sn_count(Generator(a)) == 4 * 3 + 1  # 4 UpRes blocks x 3 deconvs + the 1x1 output deconv
     assert sn_count(ImageDiscriminator(a)) == 4 + 2
-    no_er = ArchConfig(image_size=64, width=0.125, num_identities=3, num_poses=1, au_encoder_spectral_norm=False)
+    no_er = ArchConfig(
+        image_size=64, width=0.125, num_identities=3, num_poses=1, au_encoder_spectral_norm=False
+    )
     assert sn_count(AURelatedEncoder(no_er)) == 0 and sn_count(AUFreeEncoder(no_er)) == 2
 
 
@@ -92,8 +94,9 @@ def test_au_related_encoder_mean_of_branches_and_single_variant() -> None:
     _, u3 = er(f)
     changed = (u3 - u).abs().amax(0) > 1e-6
     assert changed.tolist() == [False, False, True, False]
-    single = AURelatedEncoder(ArchConfig(image_size=64, width=0.125, num_aus=4, num_identities=3, num_poses=1,
-                                         multi_branch=False))
+    single = AURelatedEncoder(
+        ArchConfig(image_size=64, width=0.125, num_aus=4, num_identities=3, num_poses=1, multi_branch=False)
+    )
     assert len(single.branches) == 1
     fr_s, u_s = single(f)
     assert fr_s.shape == fr.shape and u_s.shape == (3, 4)

@@ -39,7 +39,12 @@ def test_schedule_constant_then_linear_to_zero() -> None:
 
 @pytest.mark.parametrize(
     ("variant", "has_du", "has_dsc", "branches"),
-    [("eet", True, True, 12), ("eet_single", True, True, 1), ("bs_net", False, True, 12), ("b_net", False, False, 12)],
+    [
+        ("eet", True, True, 12),
+        ("eet_single", True, True, 1),
+        ("bs_net", False, True, 12),
+        ("b_net", False, False, 12),
+    ],
 )
 def test_table2_variants(variant: str, has_du: bool, has_dsc: bool, branches: int) -> None:
     m = Stage2Module(arch=ArchConfig(**TINY_ARCH), variant=variant)
@@ -89,15 +94,25 @@ def test_stage2_frozen_parts_stay_in_eval_and_out_of_optimizers(tmp_path: Path) 
         part = getattr(m, name)
         assert not part.training and not any(p.requires_grad for p in part.parameters())
     assert m.generator.training and m.au_free_encoder.training
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     m.trainer = trainer
     (opt_g, opt_d), _ = m.configure_optimizers()
     in_opt = {id(p) for o in (opt_g, opt_d) for group in o.param_groups for p in group["params"]}
-    frozen = [p for n in ("encoder", "attribute_classifier", "au_discriminator", "identity_discriminator")
-              for p in getattr(m, n).parameters()]
+    frozen = [
+        p
+        for n in ("encoder", "attribute_classifier", "au_discriminator", "identity_discriminator")
+        for p in getattr(m, n).parameters()
+    ]
     assert not any(id(p) in in_opt for p in frozen)
-    trained = [p for n in ("au_free_encoder", "au_related_encoder", "generator") for p in getattr(m, n).parameters()]
+    trained = [
+        p for n in ("au_free_encoder", "au_related_encoder", "generator") for p in getattr(m, n).parameters()
+    ]
     assert all(id(p) in {id(q) for g in opt_g.param_groups for q in g["params"]} for p in trained)
 
 
@@ -113,10 +128,21 @@ class _SaveRankWeights(pl.Callback):
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_stage2_ddp_two_processes_hold_identical_weights(tiny_run: Path, tmp_path: Path) -> None:
-    data = SyntheticDataModule(image_size=64, num_train_identities=4, num_test_identities=3, train_samples=16,
-                               val_pairs=4, batch_size=2, seed=0)
-    module = Stage2Module(arch=ArchConfig(**TINY_ARCH), au_weights=data.info.au_weights,
-                          stage1_ckpt=str(tiny_run / "stage1" / "last.ckpt"), lr_generator=1e-3)
+    data = SyntheticDataModule(
+        image_size=64,
+        num_train_identities=4,
+        num_test_identities=3,
+        train_samples=16,
+        val_pairs=4,
+        batch_size=2,
+        seed=0,
+    )
+    module = Stage2Module(
+        arch=ArchConfig(**TINY_ARCH),
+        au_weights=data.info.au_weights,
+        stage1_ckpt=str(tiny_run / "stage1" / "last.ckpt"),
+        lr_generator=1e-3,
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=2,
@@ -133,7 +159,9 @@ def test_stage2_ddp_two_processes_hold_identical_weights(tiny_run: Path, tmp_pat
     trainer.fit(module, datamodule=data)
     w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    start = torch.load(tiny_run / "stage1" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    start = torch.load(tiny_run / "stage1" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
     assert w0.keys() == w1.keys()
     for key in w0:
         torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0, msg=f"{key} differs between ranks")

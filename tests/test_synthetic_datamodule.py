@@ -14,8 +14,15 @@ from eet_lightning.losses import au_occurrence_weights
 
 
 def _dm(**kw) -> SyntheticDataModule:
-    args = dict(image_size=64, num_train_identities=5, num_test_identities=3, train_samples=40, val_pairs=6,
-                batch_size=8, seed=3)
+    args = dict(
+        image_size=64,
+        num_train_identities=5,
+        num_test_identities=3,
+        train_samples=40,
+        val_pairs=6,
+        batch_size=8,
+        seed=3,
+    )
     args.update(kw)
     return SyntheticDataModule(**args)
 
@@ -52,11 +59,17 @@ def test_validation_pairs_are_held_out_with_exact_truth() -> None:
     pairs = dm.held_out_pairs(6, seed=0)
     ra, rb = pairs["records_a"], pairs["records_b"]
     assert (ra.identity >= 5).all() and (rb.identity >= 5).all()  # held-out labels come after training ones
-    assert set(ra.identity_seed) .isdisjoint(set(dm.train_identity_seeds))
+    assert set(ra.identity_seed).isdisjoint(set(dm.train_identity_seeds))
     assert (ra.identity != rb.identity).all()
     k = 2
-    truth = R.render_face(R.make_identity(int(ra.identity_seed[k])), int(ra.pose[k]), rb.aus[k], int(rb.gaze[k]),
-                          ra.nuisance[k], 64)
+    truth = R.render_face(
+        R.make_identity(int(ra.identity_seed[k])),
+        int(ra.pose[k]),
+        rb.aus[k],
+        int(rb.gaze[k]),
+        ra.nuisance[k],
+        64,
+    )
     np.testing.assert_array_equal(pairs["truth_a"][k], truth)
     batch = next(iter(dm.val_dataloader()))
     assert batch["a"]["truth"].shape == (6, 3, 64, 64)

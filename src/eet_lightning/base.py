@@ -19,7 +19,6 @@ from eet_lightning.nets import (
     FeatureEncoder,
 )
 
-
 Variant = Literal["eet", "eet_single", "bs_net", "b_net"]
 VARIANTS: tuple[str, ...] = ("eet", "eet_single", "bs_net", "b_net")
 
@@ -108,7 +107,9 @@ class EETBase(pl.LightningModule):
         else:
             w = torch.as_tensor(list(au_weights), dtype=torch.float32)
             if w.shape != (m,) or not torch.isfinite(w).all() or (w < 0).any():
-                raise ValueError(f"au_weights must be {m} finite non-negative numbers (one per AU), got {list(au_weights)}")
+                raise ValueError(
+                    f"au_weights must be {m} finite non-negative numbers (one per AU), got {list(au_weights)}"
+                )
         self.register_buffer("au_weights", w, persistent=True)
 
         self.encoder = FeatureEncoder(self.arch)  # E

@@ -23,7 +23,7 @@ def pair_grid(rows: dict[str, torch.Tensor], label_width: int = 84) -> np.ndarra
     n2, _, h, w = first.shape
     n = n2 // 2
     grid = np.full((len(rows) * h, label_width + n * (2 * w + 4), 3), 255, dtype=np.uint8)
-    for r, (name, images) in enumerate(rows.items()):
+    for r, images in enumerate(rows.values()):
         tiles = to_uint8(images)
         for k in range(n):
             x0 = label_width + k * (2 * w + 4)
@@ -83,4 +83,6 @@ class ImageGridCallback(pl.Callback):
             if name == "WandbLogger":
                 logger.log_image(key=f"{self.prefix}/grid", images=[grid], step=trainer.global_step)
             elif name == "TensorBoardLogger":
-                logger.experiment.add_image(f"{self.prefix}/grid", grid, trainer.global_step, dataformats="HWC")
+                logger.experiment.add_image(
+                    f"{self.prefix}/grid", grid, trainer.global_step, dataformats="HWC"
+                )

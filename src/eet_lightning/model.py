@@ -34,7 +34,9 @@ class EETModel(nn.Module):
         self.generator = Generator(self.arch)
 
     @classmethod
-    def load_from_checkpoint(cls, path: str | Path, map_location: str | torch.device | None = None) -> EETModel:
+    def load_from_checkpoint(
+        cls, path: str | Path, map_location: str | torch.device | None = None
+    ) -> EETModel:
         """Build from a stage-2 checkpoint alone (it is self-contained) and switch to eval mode."""
         ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint")
         hp = ckpt["hyper_parameters"]
@@ -56,7 +58,9 @@ class EETModel(nn.Module):
             images = images.unsqueeze(0)
         s = self.arch.image_size
         if images.dim() != 4 or images.shape[1:] != (3, s, s):
-            raise ValueError(f"{name} must be [B, 3, {s}, {s}] or [3, {s}, {s}] in [-1, 1], got {list(images.shape)}")
+            raise ValueError(
+                f"{name} must be [B, 3, {s}, {s}] or [3, {s}, {s}] in [-1, 1], got {list(images.shape)}"
+            )
         return images.to(self.device, torch.float32)
 
     @torch.no_grad()
@@ -83,7 +87,9 @@ class EETModel(nn.Module):
         single = image_a.dim() == 3
         a, b = self._check(image_a, "image_a"), self._check(image_b, "image_b")
         if a.shape[0] != b.shape[0]:
-            raise ValueError(f"image_a and image_b must hold as many images, got {a.shape[0]} and {b.shape[0]}")
+            raise ValueError(
+                f"image_a and image_b must hold as many images, got {a.shape[0]} and {b.shape[0]}"
+            )
         fr, ff = self.encode(torch.cat([a, b]))
         fr_a, fr_b = fr.chunk(2)
         ff_a, ff_b = ff.chunk(2)

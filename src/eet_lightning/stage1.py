@@ -42,21 +42,25 @@ class Stage1Module(EETBase):
         checkpoint["eet_stage"] = 1
 
     def _losses(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        w, l = self.weights, self.max_intensity
+        w, lmax = self.weights, self.max_intensity
         feature = self.encoder(inputs["image"])
         au_related, au_pred = self.au_related_encoder(feature)
         identity_logits, pose_logits = self.attribute_classifier(feature)
         out = {
-            "L_u": L.au_intensity_loss(au_pred, inputs["aus"], self.au_weights, l),
-            "L_c": L.attribute_loss(identity_logits, pose_logits, inputs["identity"], inputs["pose"], w.lambda_p),
+            "L_u": L.au_intensity_loss(au_pred, inputs["aus"], self.au_weights, lmax),
+            "L_c": L.attribute_loss(
+                identity_logits, pose_logits, inputs["identity"], inputs["pose"], w.lambda_p
+            ),
         }
         total = out["L_u"] + w.lambda_c * out["L_c"]
         if self.flags["adversarial"]:
             au_free = self.au_free_encoder(feature)
             if self.hparams.detach_discriminator_inputs:
                 au_free, au_related = au_free.detach(), au_related.detach()
-            out["L_u_D"] = L.au_discrimination_loss(self.au_discriminator(au_free), inputs["aus"], l)
-            out["L_d_D"] = L.identity_discrimination_loss(self.identity_discriminator(au_related), inputs["identity"])
+            out["L_u_D"] = L.au_discrimination_loss(self.au_discriminator(au_free), inputs["aus"], lmax)
+            out["L_d_D"] = L.identity_discrimination_loss(
+                self.identity_discriminator(au_related), inputs["identity"]
+            )
             total = total + w.lambda_adu * out["L_u_D"] + w.lambda_add * out["L_d_D"]
         out["total"] = total
         return out, au_pred
@@ -81,7 +85,9 @@ class Stage1Module(EETBase):
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(
-            (p for p in self.parameters() if p.requires_grad), lr=self.hparams.lr, betas=tuple(self.hparams.betas)
+            (p for p in self.parameters() if p.requires_grad),
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
         )
         total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         sched = torch.optim.lr_scheduler.LambdaLR(opt, half_constant_then_linear(total))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,9 @@ class Stage2Module(EETBase):
         ckpt = read_checkpoint(path, 1, "stage2.stage1_ckpt")
         their_aus = list(ckpt.get("hyper_parameters", {}).get("aus", self.aus))
         if their_aus != self.aus:
-            raise ValueError(f"stage-1 checkpoint {path} was trained on AUs {their_aus}, this model uses {self.aus}")
+            raise ValueError(
+                f"stage-1 checkpoint {path} was trained on AUs {their_aus}, this model uses {self.aus}"
+            )
         own = self.state_dict()
         wanted = {k: v for k, v in ckpt["state_dict"].items() if k.split(".")[0] in STAGE1_PARTS}
         missing = [k for k in own if k.split(".")[0] in STAGE1_PARTS and k not in wanted]
@@ -125,7 +127,9 @@ class Stage2Module(EETBase):
     # ----------------------------------------------------------------------------------------------
     # the two rounds of Fig. 1(a)
 
-    def disentangle(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def disentangle(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image -> (facial feature f, AU-free f_f, AU-related f_r, predicted normalized AUs)."""
         feature = self.encoder(images)
         au_free = self.au_free_encoder(feature)
@@ -175,15 +179,21 @@ class Stage2Module(EETBase):
         a, b = t.chunk(2)
         return torch.cat([b, a])
 
-    def generator_losses(self, inputs: dict[str, torch.Tensor], r: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        w, l = self.weights, self.max_intensity
+    def generator_losses(
+        self, inputs: dict[str, torch.Tensor], r: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        w, lmax = self.weights, self.max_intensity
         identity_logits, pose_logits = self.attribute_classifier(r["feature2"])
         out = {
-            "L_u": L.au_intensity_loss(r["au_pred"], inputs["aus"], self.au_weights, l),
+            "L_u": L.au_intensity_loss(r["au_pred"], inputs["aus"], self.au_weights, lmax),
             # the swapped image must carry the source's AUs
-            "L_u_swap": L.au_intensity_loss(r["au_pred2"], self._swap_halves(inputs["aus"]), self.au_weights, l),
+            "L_u_swap": L.au_intensity_loss(
+                r["au_pred2"], self._swap_halves(inputs["aus"]), self.au_weights, lmax
+            ),
             # ... and keep the target's identity and pose (L_c only on the swapped images)
-            "L_c": L.attribute_loss(identity_logits, pose_logits, inputs["identity"], inputs["pose"], w.lambda_p),
+            "L_c": L.attribute_loss(
+                identity_logits, pose_logits, inputs["identity"], inputs["pose"], w.lambda_p
+            ),
             "L_r": L.reconstruction_loss(r["self_recon"], r["cycle"], inputs["image"]),
             "L_adg": L.lsgan_generator_loss(self.image_discriminator(r["swapped"])),
         }
@@ -195,7 +205,7 @@ class Stage2Module(EETBase):
             + w.lambda_adg * out["L_adg"]
         )
         if self.flags["adversarial"]:
-            out["L_u_E"] = L.au_confusion_loss(self.au_discriminator(r["au_free"]), self.arch.num_aus, l)
+            out["L_u_E"] = L.au_confusion_loss(self.au_discriminator(r["au_free"]), self.arch.num_aus, lmax)
             out["L_d_E"] = L.identity_confusion_loss(self.identity_discriminator(r["au_related"]))
             total = total + w.lambda_adu * out["L_u_E"] + w.lambda_add * out["L_d_E"]
         if self.flags["swap_consistency"]:
@@ -204,7 +214,9 @@ class Stage2Module(EETBase):
         out["total_g"] = total
         return out
 
-    def discriminator_losses(self, inputs: dict[str, torch.Tensor], r: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def discriminator_losses(
+        self, inputs: dict[str, torch.Tensor], r: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         swapped = r["swapped"].detach()
         n = swapped.shape[0]
         # real and generated inputs share one call (instance norm keeps samples independent)
@@ -250,7 +262,9 @@ class Stage2Module(EETBase):
             "cycle_l1": (r["cycle"] - inputs["image"]).abs().mean(),
             "au_mse": (r["au_pred"] * self.max_intensity - inputs["aus"]).pow(2).mean(),
             # how well the swapped images carry the source's AUs, as read by Er
-            "swap_au_mse": (r["au_pred2"] * self.max_intensity - self._swap_halves(inputs["aus"])).pow(2).mean(),
+            "swap_au_mse": (r["au_pred2"] * self.max_intensity - self._swap_halves(inputs["aus"]))
+            .pow(2)
+            .mean(),
         }
         if "truth" in batch["a"]:  # synthetic data: the exact swap is known
             truth = torch.cat([batch["a"]["truth"], batch["b"]["truth"]])
@@ -276,11 +290,11 @@ class Stage2Module(EETBase):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         g_params = [
-            p
-            for m in (self.au_free_encoder, self.au_related_encoder, self.generator)
-            for p in m.parameters()
+            p for m in (self.au_free_encoder, self.au_related_encoder, self.generator) for p in m.parameters()
         ]
-        d_modules = [self.image_discriminator] + ([self.swap_discriminator] if self.flags["swap_consistency"] else [])
+        d_modules = [self.image_discriminator] + (
+            [self.swap_discriminator] if self.flags["swap_consistency"] else []
+        )
         d_params = [p for m in d_modules for p in m.parameters()]
         opt_g = torch.optim.Adam(g_params, lr=hp.lr_generator, betas=tuple(hp.betas))
         opt_d = torch.optim.Adam(d_params, lr=hp.lr_discriminator, betas=tuple(hp.betas))

@@ -1,9 +1,9 @@
 """`eet-fit`: stage 1 then stage 2 of EET from one YAML file.
 
-    eet-fit --config configs/synthetic.yaml
-    eet-fit --config disfa.yaml --data.root /data/disfa_256 --trainer.devices 4
-    eet-fit --config synthetic.yaml --stage 2 --data.batch_size 8
-    eet-fit --config synthetic.yaml --print_config
+eet-fit --config configs/synthetic.yaml
+eet-fit --config disfa.yaml --data.root /data/disfa_256 --trainer.devices 4
+eet-fit --config synthetic.yaml --stage 2 --data.batch_size 8
+eet-fit --config synthetic.yaml --print_config
 """
 
 from __future__ import annotations
@@ -69,13 +69,24 @@ class FitError(Exception):
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="eet-fit", description="Train EET: stage 1, then stage 2, from one config.")
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML config (a bundled name such as disfa.yaml works too)")
-    parser.add_argument("--stage", type=Literal["1", "2", "both"], default="both", help="which stage(s) to run")
-    parser.add_argument("--run_dir", type=str, default="runs/eet", help="folder for checkpoints, logs, grids, config")
-    parser.add_argument("--seed_everything", type=int, default=0)
-    parser.add_argument("--resume", type=bool, default=False, help="continue from the run folder's last.ckpt files")
     parser.add_argument(
-        "--logger", type=Literal["csv", "tensorboard", "wandb", "none"], default="csv", help="where metrics go"
+        "--config", action=ActionConfigFile, help="YAML config (a bundled name such as disfa.yaml works too)"
+    )
+    parser.add_argument(
+        "--stage", type=Literal["1", "2", "both"], default="both", help="which stage(s) to run"
+    )
+    parser.add_argument(
+        "--run_dir", type=str, default="runs/eet", help="folder for checkpoints, logs, grids, config"
+    )
+    parser.add_argument("--seed_everything", type=int, default=0)
+    parser.add_argument(
+        "--resume", type=bool, default=False, help="continue from the run folder's last.ckpt files"
+    )
+    parser.add_argument(
+        "--logger",
+        type=Literal["csv", "tensorboard", "wandb", "none"],
+        default="csv",
+        help="where metrics go",
     )
     parser.add_argument("--wandb_project", type=str, default="eet-lightning")
     parser.add_argument("--grid_pairs", type=int, default=6, help="validation pairs shown in the image grids")
@@ -87,8 +98,14 @@ def build_parser() -> ArgumentParser:
         pl.Trainer,
         "trainer",
         skip={
-            "callbacks", "logger", "max_epochs", "max_steps", "default_root_dir", "enable_checkpointing",
-            "limit_train_batches", "plugins",
+            "callbacks",
+            "logger",
+            "max_epochs",
+            "max_steps",
+            "default_root_dir",
+            "enable_checkpointing",
+            "limit_train_batches",
+            "plugins",
         },
     )
     return parser
@@ -201,9 +218,15 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     stages = ["1", "2"] if cfg.stage == "both" else [cfg.stage]
     # Fail on a missing stage-1 checkpoint before spending any time
     stage1_ckpt = Path(s2.stage1_ckpt) if s2.stage1_ckpt else run_dir / "stage1" / "last.ckpt"
-    if stages == ["2"] and not stage1_ckpt.is_file() and not (cfg.resume and (run_dir / "stage2" / "last.ckpt").is_file()):
-        raise FitError(f"stage 2 needs a stage-1 checkpoint, but {stage1_ckpt} does not exist (run --stage 1 first "
-                       f"or set --stage2.stage1_ckpt)")
+    if (
+        stages == ["2"]
+        and not stage1_ckpt.is_file()
+        and not (cfg.resume and (run_dir / "stage2" / "last.ckpt").is_file())
+    ):
+        raise FitError(
+            f"stage 2 needs a stage-1 checkpoint, but {stage1_ckpt} does not exist (run --stage 1 first "
+            f"or set --stage2.stage1_ckpt)"
+        )
     resume1 = _resume_path(run_dir, "stage1", cfg.resume) if "1" in stages else None
     resume2 = _resume_path(run_dir, "stage2", cfg.resume) if "2" in stages else None
 
@@ -216,7 +239,10 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     if "1" in stages:
         pl.seed_everything(cfg.seed_everything, workers=True)
         module1 = Stage1Module(
-            **common, lr=s1.lr, betas=tuple(s1.betas), detach_discriminator_inputs=s1.detach_discriminator_inputs
+            **common,
+            lr=s1.lr,
+            betas=tuple(s1.betas),
+            detach_discriminator_inputs=s1.detach_discriminator_inputs,
         )
         trainer1 = _trainer(cfg, s1, run_dir, "stage1", [])
         trainer1.fit(module1, datamodule=data, ckpt_path=resume1)

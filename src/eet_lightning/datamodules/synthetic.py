@@ -36,7 +36,11 @@ class FaceRecords:
 
 
 def sample_records(
-    rng: np.random.Generator, identity_labels: Sequence[int], identity_seeds: Sequence[int], poses: Sequence[int], n: int
+    rng: np.random.Generator,
+    identity_labels: Sequence[int],
+    identity_seeds: Sequence[int],
+    poses: Sequence[int],
+    n: int,
 ) -> FaceRecords:
     """n faces cycling through the given identities, with random pose, gaze, expression and nuisance."""
     idx = np.arange(n) % len(identity_labels)
@@ -52,7 +56,9 @@ def sample_records(
     )
 
 
-def render_records(records: FaceRecords, size: int, aus: np.ndarray | None = None, gaze: np.ndarray | None = None) -> np.ndarray:
+def render_records(
+    records: FaceRecords, size: int, aus: np.ndarray | None = None, gaze: np.ndarray | None = None
+) -> np.ndarray:
     """Render every record (optionally with other AUs / gaze, for swap ground truth): uint8 [N, H, W, 3]."""
     aus = records.aus if aus is None else aus
     gaze = records.gaze if gaze is None else gaze
@@ -61,7 +67,9 @@ def render_records(records: FaceRecords, size: int, aus: np.ndarray | None = Non
     for k, seed in enumerate(records.identity_seed.tolist()):
         if seed not in identities:
             identities[seed] = R.make_identity(seed)
-        out[k] = R.render_face(identities[seed], int(records.pose[k]), aus[k], int(gaze[k]), records.nuisance[k], size)
+        out[k] = R.render_face(
+            identities[seed], int(records.pose[k]), aus[k], int(gaze[k]), records.nuisance[k], size
+        )
     return out
 
 
@@ -73,7 +81,9 @@ def to_tensor_images(images: np.ndarray) -> torch.Tensor:
 class _Pool:
     """Rendered faces kept as uint8 in memory, with their labels in the model's AU order and pose labels."""
 
-    def __init__(self, images: np.ndarray, records: FaceRecords, au_columns: list[int], pose_labels: dict[int, int]):
+    def __init__(
+        self, images: np.ndarray, records: FaceRecords, au_columns: list[int], pose_labels: dict[int, int]
+    ):
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
         self.records = records
         self.aus = torch.from_numpy(records.aus[:, au_columns].copy())
@@ -162,14 +172,22 @@ class SyntheticDataModule(EETDataModule):
         self.save_hyperparameters()
         if image_size not in SUPPORTED_IMAGE_SIZES:
             raise ValueError(f"data.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
-        self.aus = validate_aus(aus, supported=DISFA_AUS, where="data.aus (the synthetic faces draw DISFA's 12 AUs)")
+        self.aus = validate_aus(
+            aus, supported=DISFA_AUS, where="data.aus (the synthetic faces draw DISFA's 12 AUs)"
+        )
         self.au_columns = [DISFA_AUS.index(a) for a in self.aus]
         self.poses = sorted({int(p) for p in poses})
         if not self.poses or any(p not in (0, 1, 2) for p in self.poses):
             raise ValueError(f"data.poses must be a non-empty subset of [0, 1, 2], got {list(poses)}")
         if mirror and any(2 - p not in self.poses for p in self.poses):
             raise ValueError(f"data.mirror needs left and right poses together, got poses {self.poses}")
-        for name in ("num_train_identities", "num_test_identities", "train_samples", "val_pairs", "batch_size"):
+        for name in (
+            "num_train_identities",
+            "num_test_identities",
+            "train_samples",
+            "val_pairs",
+            "batch_size",
+        ):
             if int(getattr(self.hparams, name)) < (2 if "identities" in name else 1):
                 raise ValueError(f"data.{name} is too small: {getattr(self.hparams, name)}")
         if num_workers < 0:
@@ -179,12 +197,16 @@ class SyntheticDataModule(EETDataModule):
         self.train_identity_seeds = [seed * 1_000_003 + k for k in range(n_train)]
         self.test_identity_seeds = [seed * 1_000_003 + n_train + k for k in range(n_test)]
         rng = np.random.default_rng([seed, 1])
-        self.train_records = sample_records(rng, list(range(n_train)), self.train_identity_seeds, self.poses, train_samples)
+        self.train_records = sample_records(
+            rng, list(range(n_train)), self.train_identity_seeds, self.poses, train_samples
+        )
         self._info = DataInfo(
             aus=list(self.aus),
             num_identities=n_train,
             num_poses=len(self.poses),
-            au_weights=au_occurrence_weights(torch.from_numpy(self.train_records.aus[:, self.au_columns])).tolist(),
+            au_weights=au_occurrence_weights(
+                torch.from_numpy(self.train_records.aus[:, self.au_columns])
+            ).tolist(),
             max_intensity=int(R.MAX_INTENSITY),
         )
         self.train_set: _TrainPairs | None = None
@@ -203,7 +225,9 @@ class SyntheticDataModule(EETDataModule):
     def _cached(self, name: str, key: dict, render) -> np.ndarray:
         if not self.hparams.cache_dir:
             return render()
-        digest = hashlib.sha1(json.dumps({**key, "v": RENDER_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+        digest = hashlib.sha1(json.dumps({**key, "v": RENDER_VERSION}, sort_keys=True).encode()).hexdigest()[
+            :16
+        ]
         path = Path(self.hparams.cache_dir) / f"synthetic-{name}-{digest}.npy"
         if path.is_file():
             return np.load(path)
@@ -230,8 +254,15 @@ class SyntheticDataModule(EETDataModule):
             sides[side] = recs
         size = self.image_size
         ra, rb = sides["a"], sides["b"]
-        key = {"size": size, "pairs": num_pairs, "seed": self.hparams.seed, "pair_seed": seed,
-               "ids": self.hparams.num_train_identities, "test_ids": n_test, "poses": self.poses}
+        key = {
+            "size": size,
+            "pairs": num_pairs,
+            "seed": self.hparams.seed,
+            "pair_seed": seed,
+            "ids": self.hparams.num_train_identities,
+            "test_ids": n_test,
+            "poses": self.poses,
+        }
         stacked = self._cached(
             "pairs",
             key,
@@ -244,8 +275,14 @@ class SyntheticDataModule(EETDataModule):
                 ]
             ),
         )
-        return {"records_a": ra, "records_b": rb, "a": stacked[0], "b": stacked[1],
-                "truth_a": stacked[2], "truth_b": stacked[3]}
+        return {
+            "records_a": ra,
+            "records_b": rb,
+            "a": stacked[0],
+            "b": stacked[1],
+            "truth_a": stacked[2],
+            "truth_b": stacked[3],
+        }
 
     def write_previews(self, out_dir: str | Path) -> dict[str, Path]:
         """The AU contact sheet: each AU swept 0 -> 5 on the first held-out identity."""
@@ -260,8 +297,13 @@ class SyntheticDataModule(EETDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            key = {"size": self.image_size, "n": self.hparams.train_samples, "seed": self.hparams.seed,
-                   "ids": self.hparams.num_train_identities, "poses": self.poses}
+            key = {
+                "size": self.image_size,
+                "n": self.hparams.train_samples,
+                "seed": self.hparams.seed,
+                "ids": self.hparams.num_train_identities,
+                "poses": self.poses,
+            }
             images = self._cached("train", key, lambda: render_records(self.train_records, self.image_size))
             pool = _Pool(images, self.train_records, self.au_columns, self.pose_labels)
             self.train_set = _TrainPairs(pool, self.hparams.mirror)

@@ -39,8 +39,10 @@ def score_transfer(
     source's AUs and gaze.
     """
     if not (target.shape == source.shape == truth.shape) or target.ndim != 4:
-        raise ValueError(f"target, source and truth must share one [N, H, W, 3] shape, got "
-                         f"{target.shape}, {source.shape}, {truth.shape}")
+        raise ValueError(
+            f"target, source and truth must share one [N, H, W, 3] shape, got "
+            f"{target.shape}, {source.shape}, {truth.shape}"
+        )
     region = np.any(target != truth, axis=-1)  # [N, H, W]
     whole_l1 = {c: [] for c in CANDIDATES}
     region_l1 = {c: [] for c in CANDIDATES}
