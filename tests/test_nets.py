@@ -16,6 +16,7 @@ from eet_lightning.nets import (
     ImageDiscriminator,
     count_parameters,
 )
+from eet_lightning.nets.blocks import SNConv2d, SNConvTranspose2d
 
 
 @pytest.mark.parametrize("size", [64, 128, 256])
@@ -65,7 +66,7 @@ def test_spectral_norm_placement() -> None:
     a = ArchConfig(image_size=64, width=0.125, num_identities=3, num_poses=1)
 
     def sn_count(m: torch.nn.Module) -> int:
-        return sum(1 for k, _ in m.named_parameters() if k.endswith("parametrizations.weight.original"))
+        return sum(isinstance(x, (SNConv2d, SNConvTranspose2d)) for x in m.modules())
 
     assert sn_count(FeatureEncoder(a)) == 0 and sn_count(AttributeClassifier(a)) == 0  # BN nets, no SN
     assert sn_count(AUFreeEncoder(a)) == 2  # two stride-2 levels at 64 px
@@ -113,3 +114,27 @@ def test_bad_arch_values() -> None:
         ArchConfig.coerce({"image_size": 64, "depth": 3})
     with pytest.raises(ValueError, match=r"\[B, 3, 64, 64\]"):
         FeatureEncoder(ArchConfig(image_size=64, width=0.125))(torch.zeros(1, 3, 128, 128))
+
+
+def test_spectral_norm_matches_torch_and_pickles() -> None:
+    import pickle
+
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    torch.manual_seed(0)
+    ours = SNConvTranspose2d(6, 4, 3, 2, 1, 1)
+    ref = spectral_norm(torch.nn.ConvTranspose2d(6, 4, 3, 2, 1, 1), dim=1)
+    with torch.no_grad():
+        ref.parametrizations.weight.original.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    x = torch.randn(2, 6, 5, 5)
+    for _ in range(30):  # both power iterations converge to the largest singular value
+        ours(x), ref(x)
+    sigma = torch.linalg.matrix_norm(ours.weight.detach().transpose(0, 1).flatten(1), ord=2)
+    torch.testing.assert_close(
+        ours.normalized_weight().detach(), ours.weight.detach() / sigma, rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(ours.eval()(x), ref.eval()(x), rtol=1e-4, atol=1e-5)
+    clone = pickle.loads(pickle.dumps(ours))
+    torch.testing.assert_close(clone(x), ours(x))
+    assert set(ours.state_dict()) == {"weight", "bias", "sn_u", "sn_v"}

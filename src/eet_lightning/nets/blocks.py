@@ -5,15 +5,89 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 Norm = Literal["bn", "in", "none"]
 
 
-def maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
-    """Wrap a conv/deconv in spectral normalization when ``enabled`` (Miyato et al., the paper's [36])."""
-    return _spectral_norm(layer) if enabled else layer
+class _SpectralNormMixin:
+    """Spectral normalization (Miyato et al., the paper's [36]): the layer uses W / sigma(W), with sigma
+    estimated by one power iteration per training forward pass, as torch's own implementation does.
+
+    Written here rather than taken from ``torch.nn.utils.parametrizations`` because parametrized modules
+    cannot be pickled, and ``ddp_spawn`` and notebooks' multiprocessing pickle the model. The state dict
+    is plain: ``weight`` (the unnormalized W), ``bias``, ``sn_u``, ``sn_v``.
+    """
+
+    weight: torch.Tensor
+    training: bool
+
+    def _init_spectral_norm(self, out_dim: int) -> None:
+        self._sn_dim = out_dim  # 0 for Conv2d, 1 for ConvTranspose2d
+        mat = self._weight_matrix(self.weight.detach())
+        u = F.normalize(torch.randn(mat.shape[0]), dim=0, eps=1e-12)
+        v = F.normalize(torch.randn(mat.shape[1]), dim=0, eps=1e-12)
+        with torch.no_grad():
+            for _ in range(15):  # start from a converged estimate
+                v = F.normalize(mat.t() @ u, dim=0, eps=1e-12)
+                u = F.normalize(mat @ v, dim=0, eps=1e-12)
+        self.register_buffer("sn_u", u)
+        self.register_buffer("sn_v", v)
+
+    def _weight_matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        if self._sn_dim != 0:
+            weight = weight.transpose(0, self._sn_dim)
+        return weight.flatten(1)
+
+    def normalized_weight(self) -> torch.Tensor:
+        mat = self._weight_matrix(self.weight)
+        if self.training:
+            with torch.no_grad():
+                v = F.normalize(mat.t() @ self.sn_u, dim=0, eps=1e-12)
+                u = F.normalize(mat @ v, dim=0, eps=1e-12)
+                self.sn_u.copy_(u)
+                self.sn_v.copy_(v)
+        # clones: the next forward updates the buffers in place, which must not touch this graph
+        sigma = torch.dot(self.sn_u.clone(), mat @ self.sn_v.clone())
+        return self.weight / sigma
+
+
+class SNConv2d(_SpectralNormMixin, nn.Conv2d):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_spectral_norm(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.normalized_weight(), self.bias)
+
+
+class SNConvTranspose2d(_SpectralNormMixin, nn.ConvTranspose2d):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_spectral_norm(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(
+            x,
+            self.normalized_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+
+def conv(in_ch: int, out_ch: int, k: int, s: int, p: int, sn: bool, bias: bool = True) -> nn.Conv2d:
+    """Conv2d, spectrally normalized when ``sn``."""
+    return (SNConv2d if sn else nn.Conv2d)(in_ch, out_ch, k, s, p, bias=bias)
+
+
+def deconv(in_ch: int, out_ch: int, k: int, s: int, p: int, op: int, sn: bool) -> nn.ConvTranspose2d:
+    """ConvTranspose2d (Table I's DeConv), spectrally normalized when ``sn``."""
+    return (SNConvTranspose2d if sn else nn.ConvTranspose2d)(in_ch, out_ch, k, s, p, op)
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -39,8 +113,10 @@ class ConvBlock(nn.Sequential):
         activation: bool = True,  # PReLU after the norm
         sn: bool = False,  # spectral norm on the conv
     ) -> None:
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=norm != "bn")
-        layers: list[nn.Module] = [maybe_sn(conv, sn), norm_layer(norm, out_channels)]
+        layers: list[nn.Module] = [
+            conv(in_channels, out_channels, kernel_size, stride, padding, sn, bias=norm != "bn"),
+            norm_layer(norm, out_channels),
+        ]
         if activation:
             layers.append(nn.PReLU())
         super().__init__(*layers)
@@ -53,12 +129,12 @@ class UpResBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, sn: bool) -> None:
         super().__init__()
         self.main = nn.Sequential(
-            maybe_sn(nn.ConvTranspose2d(in_channels, out_channels, 3, 1, 1, 0), sn),
+            deconv(in_channels, out_channels, 3, 1, 1, 0, sn),
             nn.InstanceNorm2d(out_channels, affine=True),
             nn.PReLU(),
-            maybe_sn(nn.ConvTranspose2d(out_channels, out_channels, 3, 2, 1, 1), sn),
+            deconv(out_channels, out_channels, 3, 2, 1, 1, sn),
         )
-        self.shortcut = maybe_sn(nn.ConvTranspose2d(in_channels, out_channels, 3, 2, 1, 1), sn)
+        self.shortcut = deconv(in_channels, out_channels, 3, 2, 1, 1, sn)
         self.post = nn.Sequential(nn.InstanceNorm2d(out_channels, affine=True), nn.PReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

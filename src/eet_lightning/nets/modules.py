@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, maybe_sn
+from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, conv, deconv
 from eet_lightning.nets.config import ArchConfig
 
 # Table I at 256 px: output channels of the four stride-2 levels shared by C, Ef and Er
@@ -125,7 +125,7 @@ class Generator(nn.Module):
             blocks.append(UpResBlock(in_ch, arch.ch(out), sn=arch.spectral_norm))
             in_ch = arch.ch(out)
         self.blocks = nn.Sequential(*blocks)
-        self.to_rgb = maybe_sn(nn.ConvTranspose2d(in_ch, 3, 1, 1, 0, 0), arch.spectral_norm)
+        self.to_rgb = deconv(in_ch, 3, 1, 1, 0, 0, arch.spectral_norm)
 
     def forward(self, au_related: torch.Tensor, au_free: torch.Tensor) -> torch.Tensor:
         check_shape(au_related, self.feat_channels, 4, "Generator (G) AU-related input f_r")
@@ -164,9 +164,9 @@ class ImageDiscriminator(nn.Module):
             layers.append(ConvBlock(in_ch, arch.ch(out), 4, 2, 1, "in", sn=sn))
             in_ch = arch.ch(out)
         layers += [
-            maybe_sn(nn.Conv2d(in_ch, arch.ch(2048), 4, 2, 0), sn),  # 4x4 -> 1x1
+            conv(in_ch, arch.ch(2048), 4, 2, 0, sn),  # 4x4 -> 1x1
             nn.PReLU(),
-            maybe_sn(nn.Conv2d(arch.ch(2048), 1, 1, 1, 0), sn),
+            conv(arch.ch(2048), 1, 1, 1, 0, sn),
         ]
         self.layers = nn.Sequential(*layers)
 
@@ -175,5 +175,5 @@ class ImageDiscriminator(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Trainable-parameter count, counting a spectrally normalized weight once."""
+    """Parameter count (spectral norm adds buffers, not parameters)."""
     return sum(p.numel() for p in module.parameters())
