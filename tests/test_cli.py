@@ -125,3 +125,16 @@ def test_bad_config_values_end_in_one_clear_error(
 def test_missing_config_file(capsys) -> None:
     assert main(["--config", "no_such_config.yaml"]) == 2
     assert "config file not found: no_such_config.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_other_loggers(tiny_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: str) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")  # never reach the network from tests
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    rc = main(["--config", str(tiny_config), "--run_dir", str(run), "--stage", "1", "--logger", logger])
+    assert rc == 0
+    if logger == "tensorboard":
+        assert list((run / "logs" / "stage1").rglob("events.out.tfevents.*"))
+    else:
+        assert list((run / "wandb").glob("offline-run-*"))
