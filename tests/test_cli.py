@@ -128,7 +128,9 @@ def test_missing_config_file(capsys) -> None:
 
 
 @pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
-def test_other_loggers(tiny_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: str) -> None:
+def test_other_loggers(
+    tiny_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: str
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")  # never reach the network from tests
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "run"

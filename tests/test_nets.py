@@ -26,7 +26,7 @@ def test_every_module_shape(size: int) -> None:
     a = ArchConfig(image_size=size, width=width, num_aus=12, num_identities=7, num_poses=3)
     x = torch.rand(2, 3, size, size) * 2 - 1
     f = FeatureEncoder(a)(x)
-    assert f.shape == (2, a.ch(64), size // 4, size // 4)
+    assert f.shape == (2, a.feature_channels, size // 4, size // 4) and a.feature_channels == a.ch(64)
     ff = AUFreeEncoder(a)(f)
     fr, u = AURelatedEncoder(a)(f)
     c = a.ch(1024)
@@ -83,7 +83,7 @@ def test_au_related_encoder_mean_of_branches_and_single_variant() -> None:
     torch.manual_seed(0)
     a = ArchConfig(image_size=64, width=0.125, num_aus=4, num_identities=3, num_poses=1)
     er = AURelatedEncoder(a).eval()
-    f = torch.randn(3, a.ch(64), 16, 16)
+    f = torch.randn(3, a.feature_channels, 16, 16)
     branches, u = er.forward_branches(f)
     assert branches.shape == (3, 4, a.ch(1024), 4, 4)
     fr, u2 = er(f)
@@ -101,6 +101,30 @@ def test_au_related_encoder_mean_of_branches_and_single_variant() -> None:
     assert len(single.branches) == 1
     fr_s, u_s = single(f)
     assert fr_s.shape == fr.shape and u_s.shape == (3, 4)
+
+
+def test_encoder_width_sizes_e_alone() -> None:
+    a = ArchConfig(image_size=64, width=0.125, encoder_width=1.0, num_identities=3, num_poses=1)
+    f = FeatureEncoder(a)(torch.zeros(1, 3, 64, 64))
+    assert f.shape == (1, 64, 16, 16)
+    assert AUFreeEncoder(a)(f).shape == (1, a.ch(1024), 4, 4)
+    assert AttributeClassifier(a)(f)[0].shape == (1, 3)
+    with pytest.raises(ValueError, match="encoder_width"):
+        ArchConfig(encoder_width=-1)
+
+
+def test_translation_norm_switch() -> None:
+    paper = ArchConfig(image_size=64, width=0.125, num_identities=3, num_poses=1)
+    bn = ArchConfig(image_size=64, width=0.125, num_identities=3, num_poses=1, translation_norm="bn")
+    for net in (AUFreeEncoder, AURelatedEncoder, Generator):
+        kinds = {type(m) for m in net(paper).modules()}
+        assert torch.nn.InstanceNorm2d in kinds and torch.nn.BatchNorm2d not in kinds
+        kinds = {type(m) for m in net(bn).modules()}
+        assert torch.nn.BatchNorm2d in kinds and torch.nn.InstanceNorm2d not in kinds
+    # the discriminators keep instance norm either way
+    assert torch.nn.InstanceNorm2d in {type(m) for m in ImageDiscriminator(bn).modules()}
+    with pytest.raises(ValueError, match="translation_norm"):
+        ArchConfig(translation_norm="ln")
 
 
 def test_bad_arch_values() -> None:

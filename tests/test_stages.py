@@ -168,3 +168,25 @@ def test_stage2_ddp_two_processes_hold_identical_weights(tiny_run: Path, tmp_pat
     # training happened: Er moved away from its stage-1 weights on both ranks
     moved = [k for k in start if k.startswith("au_related_encoder") and not torch.equal(start[k], w0[k])]
     assert moved
+
+
+def test_swap_au_loss_reads_swapped_images_with_a_fixed_er() -> None:
+    # With train_au_encoder_on_generated=False, L_u on the swapped images still trains Er as the
+    # encoder of the source's expression (round 1) but not as the reader of the swapped image (round 2).
+    grads = {}
+    for train_er in (True, False):
+        torch.manual_seed(0)
+        m = Stage2Module(arch=ArchConfig(**TINY_ARCH), train_au_encoder_on_generated=train_er)
+        m.train()
+        inputs = m.pair_inputs(_batch())
+        r = m._rounds(inputs["image"])
+        m.generator_losses(inputs, r)["L_u_swap"].backward()
+        head_grads = [p.grad for p in m.au_related_encoder.heads.parameters()]
+        # the AU heads act only when reading (round 1's heads see no L_u_swap): trained only when asked
+        assert all(g is not None and g.abs().sum() > 0 for g in head_grads) == train_er
+        assert all(g is None for g in head_grads) != train_er
+        # the branches still learn, as encoders of the source's expression fed to G in round 1
+        grads[train_er] = torch.cat([p.grad.flatten() for p in m.au_related_encoder.branches.parameters()])
+        assert grads[train_er].abs().sum() > 0
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.generator.parameters())
+    assert not torch.allclose(grads[True], grads[False])

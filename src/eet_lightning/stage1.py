@@ -88,6 +88,7 @@ class Stage1Module(EETBase):
             (p for p in self.parameters() if p.requires_grad),
             lr=self.hparams.lr,
             betas=tuple(self.hparams.betas),
+            foreach=True,
         )
         total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         sched = torch.optim.lr_scheduler.LambdaLR(opt, half_constant_then_linear(total))

@@ -64,6 +64,9 @@ class Stage2Module(EETBase):
         lr_generator: float = 3e-5,  # the paper's stage-2 learning rate, for Ef, Er, G
         lr_discriminator: float = 3e-5,  # the same rate for Dsc, Dg unless set apart
         betas: tuple[float, float] = (0.5, 0.9),  # the paper's stage-2 Adam betas
+        # Er's second-round pass (on the swapped images) trains Er too, as in the paper; False keeps Er a
+        # fixed judge there, so that G and Er cannot agree on a code (see configs/synthetic.yaml).
+        train_au_encoder_on_generated: bool = True,
     ) -> None:
         super().__init__(arch, aus, au_weights, variant, loss_weights)
         self.save_hyperparameters()
@@ -159,7 +162,12 @@ class Stage2Module(EETBase):
         # cross-cycle reconstruction Îa = G(f_r(İb), f_f(İa)).
         feature2 = self.encoder(swapped)
         au_free2 = self.au_free_encoder(feature2)
-        au_related2, au_pred2 = self.au_related_encoder(feature2)
+        if self.hparams.train_au_encoder_on_generated or not torch.is_grad_enabled():
+            au_related2, au_pred2 = self.au_related_encoder(feature2)
+        else:  # gradients reach G through the swapped image, never Er's weights
+            er = self.au_related_encoder
+            state = {k: v.detach() for k, v in er.named_parameters()} | dict(er.named_buffers())
+            au_related2, au_pred2 = torch.func.functional_call(er, state, (feature2,))
         ff2_a, ff2_b = au_free2.chunk(2)
         fr2_a, fr2_b = au_related2.chunk(2)
         cycle = self.generator(torch.cat([fr2_b, fr2_a]), torch.cat([ff2_a, ff2_b]))
@@ -296,8 +304,8 @@ class Stage2Module(EETBase):
             [self.swap_discriminator] if self.flags["swap_consistency"] else []
         )
         d_params = [p for m in d_modules for p in m.parameters()]
-        opt_g = torch.optim.Adam(g_params, lr=hp.lr_generator, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(d_params, lr=hp.lr_discriminator, betas=tuple(hp.betas))
+        opt_g = torch.optim.Adam(g_params, lr=hp.lr_generator, betas=tuple(hp.betas), foreach=True)
+        opt_d = torch.optim.Adam(d_params, lr=hp.lr_discriminator, betas=tuple(hp.betas), foreach=True)
         total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         factor = half_constant_then_linear(total)
         return [opt_g, opt_d], [

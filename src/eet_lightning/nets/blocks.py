@@ -126,16 +126,16 @@ class UpResBlock(nn.Module):
     """UpRes(x) of Table I: sum of DeConv(x,3,1,1,0)-IN-PReLU-DeConv(x,3,2,1,1) and DeConv(x,3,2,1,1),
     followed by IN and PReLU (the G column lists ``UpRes(x), IN, PReLU``). Doubles the resolution."""
 
-    def __init__(self, in_channels: int, out_channels: int, sn: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, sn: bool, norm: Norm = "in") -> None:
         super().__init__()
         self.main = nn.Sequential(
             deconv(in_channels, out_channels, 3, 1, 1, 0, sn),
-            nn.InstanceNorm2d(out_channels, affine=True),
+            norm_layer(norm, out_channels),
             nn.PReLU(),
             deconv(out_channels, out_channels, 3, 2, 1, 1, sn),
         )
         self.shortcut = deconv(in_channels, out_channels, 3, 2, 1, 1, sn)
-        self.post = nn.Sequential(nn.InstanceNorm2d(out_channels, affine=True), nn.PReLU())
+        self.post = nn.Sequential(norm_layer(norm, out_channels), nn.PReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post(self.main(x) + self.shortcut(x))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 SUPPORTED_IMAGE_SIZES = (64, 128, 256)
 
@@ -20,11 +20,17 @@ class ArchConfig:
 
     image_size: int = 256  # input/output side in pixels: 64, 128 or 256
     width: float = 1.0  # multiplier on every channel count of Table I
+    # Multiplier for E alone (None: ``width``). E is frozen after stage 1, so its output is all G ever
+    # sees of the image; a narrow E loses the appearance G must redraw (see configs/synthetic.yaml).
+    encoder_width: float | None = None
     num_aus: int = 12  # m, AUs predicted by Er and discriminated by Du
     max_intensity: int = 5  # l, AU intensities live in [0, l]
     num_identities: int = 67  # n, identity classes of C and Dd (filled from the data by eet-fit)
     num_poses: int = 5  # v, pose classes of C (filled from the data by eet-fit)
     multi_branch: bool = True  # one Er branch per AU (EET); False gives EET-Single
+    # Normalization in Ef, Er and G (Table I: IN). IN removes each sample's channel means, so at the
+    # 4x4 bottleneck absolute colours (skin, background) can only pass as spatial contrast; "bn" keeps them.
+    translation_norm: Literal["in", "bn"] = "in"
     spectral_norm: bool = True  # spectral norm on every conv/deconv of Ef, Er, G, Du, Dd, Dsc, Dg
     au_encoder_spectral_norm: bool = True  # may switch it off for Er alone (see configs/synthetic.yaml)
     min_channels: int = 8  # floor for scaled channel counts
@@ -36,6 +42,14 @@ class ArchConfig:
             )
         if not (isinstance(self.width, (int, float)) and 0 < self.width <= 4):
             raise ValueError(f"arch.width must be a number in (0, 4], got {self.width!r}")
+        if self.encoder_width is not None and not (
+            isinstance(self.encoder_width, (int, float)) and 0 < self.encoder_width <= 4
+        ):
+            raise ValueError(
+                f"arch.encoder_width must be a number in (0, 4] or null, got {self.encoder_width!r}"
+            )
+        if self.translation_norm not in ("in", "bn"):
+            raise ValueError(f"arch.translation_norm must be 'in' or 'bn', got {self.translation_norm!r}")
         for name in ("num_aus", "max_intensity", "num_identities", "num_poses", "min_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -49,6 +63,16 @@ class ArchConfig:
     def ch(self, channels: int) -> int:
         """Channel count of Table I scaled by the width multiplier."""
         return max(self.min_channels, int(round(channels * self.width)))
+
+    def encoder_ch(self, channels: int) -> int:
+        """Channel count of E's layers (``encoder_width`` when set)."""
+        w = self.width if self.encoder_width is None else self.encoder_width
+        return max(self.min_channels, int(round(channels * w)))
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of E's output f, read by C, Ef and Er."""
+        return self.encoder_ch(64)
 
     @property
     def feature_size(self) -> int:

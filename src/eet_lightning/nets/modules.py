@@ -21,7 +21,7 @@ FEATURE_DISCRIMINATOR_LEVELS = (128, 256, 512, 1024)
 def _downsampling_stack(arch: ArchConfig, norm: str, sn: bool, last_plain: bool = False) -> nn.Sequential:
     """The stride-2 conv levels of C / Ef / Er reading E's features, lowest resolutions kept."""
     levels = ENCODER_LEVELS[arch.dropped_levels :]
-    layers, in_ch = [], arch.ch(64)
+    layers, in_ch = [], arch.feature_channels
     for i, out in enumerate(levels):
         plain = last_plain and i == len(levels) - 1
         layers.append(
@@ -37,7 +37,7 @@ class FeatureEncoder(nn.Module):
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
         self.arch = arch
-        c32, c64 = arch.ch(32), arch.ch(64)
+        c32, c64 = arch.encoder_ch(32), arch.encoder_ch(64)
         self.layers = nn.Sequential(
             ConvBlock(3, c32, 3, 1, 1, "bn"),
             ConvBlock(c32, c32, 3, 1, 1, "bn"),
@@ -73,7 +73,7 @@ class AUFreeEncoder(nn.Module):
 
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
-        self.layers = _downsampling_stack(arch, "in", sn=arch.spectral_norm)
+        self.layers = _downsampling_stack(arch, arch.translation_norm, sn=arch.spectral_norm)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return self.layers(feature)
@@ -94,7 +94,9 @@ class AURelatedEncoder(nn.Module):
         sn = arch.spectral_norm and arch.au_encoder_spectral_norm
         feat = arch.ch(ENCODER_LEVELS[-1])
         n_branches = arch.num_aus if arch.multi_branch else 1
-        self.branches = nn.ModuleList(_downsampling_stack(arch, "in", sn=sn) for _ in range(n_branches))
+        self.branches = nn.ModuleList(
+            _downsampling_stack(arch, arch.translation_norm, sn=sn) for _ in range(n_branches)
+        )
         self.heads = nn.ModuleList(
             nn.Linear(feat, 1 if arch.multi_branch else arch.num_aus) for _ in range(n_branches)
         )
@@ -122,7 +124,7 @@ class Generator(nn.Module):
         levels = GENERATOR_LEVELS[: len(GENERATOR_LEVELS) - arch.dropped_levels]
         blocks, in_ch = [], 2 * self.feat_channels
         for out in levels:
-            blocks.append(UpResBlock(in_ch, arch.ch(out), sn=arch.spectral_norm))
+            blocks.append(UpResBlock(in_ch, arch.ch(out), sn=arch.spectral_norm, norm=arch.translation_norm))
             in_ch = arch.ch(out)
         self.blocks = nn.Sequential(*blocks)
         self.to_rgb = deconv(in_ch, 3, 1, 1, 0, 0, arch.spectral_norm)
