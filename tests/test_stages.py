@@ -190,3 +190,22 @@ def test_swap_au_loss_reads_swapped_images_with_a_fixed_er() -> None:
         assert grads[train_er].abs().sum() > 0
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.generator.parameters())
     assert not torch.allclose(grads[True], grads[False])
+
+
+def test_feature_discriminators_keep_learning_when_asked(tmp_path: Path) -> None:
+    m = Stage2Module(arch=ArchConfig(**TINY_ARCH), train_feature_discriminators=True)
+    m.train()
+    assert m.au_discriminator.training and all(p.requires_grad for p in m.au_discriminator.parameters())
+    assert not m.encoder.training and not any(p.requires_grad for p in m.encoder.parameters())
+    m.trainer = pl.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path)
+    )
+    (_, opt_d), _ = m.configure_optimizers()
+    in_d = {id(p) for g in opt_d.param_groups for p in g["params"]}
+    assert all(id(p) in in_d for p in m.identity_discriminator.parameters())
+    inputs = m.pair_inputs(_batch())
+    d = m.discriminator_losses(inputs, m._rounds(inputs["image"]))
+    assert {"L_u_D", "L_d_D", "D_g", "D_sc"} <= set(d)
+    d["total_d"].backward()
+    assert all(p.grad is None for p in m.au_free_encoder.parameters())  # Du learns from detached f_f
+    assert all(p.grad is not None for p in m.au_discriminator.parameters())

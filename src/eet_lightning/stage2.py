@@ -67,6 +67,9 @@ class Stage2Module(EETBase):
         # Er's second-round pass (on the swapped images) trains Er too, as in the paper; False keeps Er a
         # fixed judge there, so that G and Er cannot agree on a code (see configs/synthetic.yaml).
         train_au_encoder_on_generated: bool = True,
+        # The paper freezes Du and Dd after stage 1; True keeps them learning in the discriminator step,
+        # so that Ef and Er keep facing a real adversary as their features move (see synthetic.yaml).
+        train_feature_discriminators: bool = False,
     ) -> None:
         super().__init__(arch, aus, au_weights, variant, loss_weights)
         self.save_hyperparameters()
@@ -88,8 +91,14 @@ class Stage2Module(EETBase):
     # frozen stage-1 parts
 
     @property
+    def frozen_names(self) -> tuple[str, ...]:
+        if self.hparams.get("train_feature_discriminators", False):
+            return ("encoder", "attribute_classifier")
+        return FROZEN_PARTS
+
+    @property
     def frozen_parts(self) -> list[nn.Module]:
-        return [getattr(self, n) for n in FROZEN_PARTS if hasattr(self, n)]
+        return [getattr(self, n) for n in self.frozen_names if hasattr(self, n)]
 
     def train(self, mode: bool = True) -> Stage2Module:
         # Lightning switches the whole module to train mode; the frozen parts must stay in eval so that
@@ -236,6 +245,15 @@ class Stage2Module(EETBase):
             scores = self.swap_discriminator(torch.cat([r["self_recon"].detach(), swapped]))
             out["D_sc"] = L.lsgan_discriminator_loss(scores[:n], scores[n:])
             total = total + out["D_sc"]
+        if self.flags["adversarial"] and self.hparams.get("train_feature_discriminators", False):
+            lmax = self.max_intensity
+            out["L_u_D"] = L.au_discrimination_loss(
+                self.au_discriminator(r["au_free"].detach()), inputs["aus"], lmax
+            )
+            out["L_d_D"] = L.identity_discrimination_loss(
+                self.identity_discriminator(r["au_related"].detach()), inputs["identity"]
+            )
+            total = total + out["L_u_D"] + out["L_d_D"]
         out["total_d"] = total
         return out
 
@@ -303,6 +321,8 @@ class Stage2Module(EETBase):
         d_modules = [self.image_discriminator] + (
             [self.swap_discriminator] if self.flags["swap_consistency"] else []
         )
+        if self.flags["adversarial"] and hp.get("train_feature_discriminators", False):
+            d_modules += [self.au_discriminator, self.identity_discriminator]
         d_params = [p for m in d_modules for p in m.parameters()]
         opt_g = torch.optim.Adam(g_params, lr=hp.lr_generator, betas=tuple(hp.betas), foreach=True)
         opt_d = torch.optim.Adam(d_params, lr=hp.lr_discriminator, betas=tuple(hp.betas), foreach=True)

@@ -61,6 +61,7 @@ class Stage2Options(StageSchedule):
     lr_discriminator: float = 3e-5
     betas: tuple[float, float] = (0.5, 0.9)
     train_au_encoder_on_generated: bool = True
+    train_feature_discriminators: bool = False
     stage1_ckpt: str | None = None  # default: <run_dir>/stage1/last.ckpt
 
 
@@ -258,6 +259,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             lr_discriminator=s2.lr_discriminator,
             betas=tuple(s2.betas),
             train_au_encoder_on_generated=s2.train_au_encoder_on_generated,
+            train_feature_discriminators=s2.train_feature_discriminators,
         )
         grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
         trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids])
