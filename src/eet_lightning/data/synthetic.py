@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-DISFA_AUS: tuple[int, ...] = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
+from eet_lightning.aus import DISFA_AUS
+
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "happy",
