@@ -6,9 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# The networks in the tests are tiny: one thread per process avoids oversubscribing small CI machines
+# (DDP tests start several processes) and is no slower. EET_TEST_THREADS overrides it.
+os.environ["OMP_NUM_THREADS"] = os.environ.get("EET_TEST_THREADS", "1")
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 CONF = Path(__file__).parent / "conf"
 

@@ -90,8 +90,12 @@ class EETBase(pl.LightningModule):
         au_weights: Sequence[float] | None = None,
         variant: Variant = "eet",
         loss_weights: LossWeights | dict[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        # channels-last weights make oneDNN's CPU convolutions (and CUDA's with AMP) faster; the numbers
+        # computed are the same up to float rounding. Applied when fitting starts (see `setup`).
+        self.channels_last = channels_last
         self.aus = validate_aus(aus)
         self.flags = variant_flags(variant)
         arch = ArchConfig.coerce(arch)
@@ -120,6 +124,10 @@ class EETBase(pl.LightningModule):
             a = self.arch
             self.au_discriminator = FeatureDiscriminator(a, a.num_aus * (a.max_intensity + 1))  # Du
             self.identity_discriminator = FeatureDiscriminator(a, a.num_identities)  # Dd
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def store_plain_hparams(self) -> None:
         """Keep the effective arch and loss weights as plain dicts in the checkpoint, so that it loads

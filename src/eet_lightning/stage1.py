@@ -28,11 +28,12 @@ class Stage1Module(EETBase):
         au_weights: Sequence[float] | None = None,
         variant: Variant = "eet",
         loss_weights: LossWeights | dict[str, Any] | None = None,
+        channels_last: bool = False,  # channels-last memory format while fitting (speed only)
         lr: float = 1e-4,  # the paper's stage-1 Adam learning rate
         betas: tuple[float, float] = (0.95, 0.999),  # the paper's stage-1 Adam betas
         detach_discriminator_inputs: bool = False,  # train Du/Dd on detached f_f/f_r (see synthetic.yaml)
     ) -> None:
-        super().__init__(arch, aus, au_weights, variant, loss_weights)
+        super().__init__(arch, aus, au_weights, variant, loss_weights, channels_last)
         self.save_hyperparameters()
         self.store_plain_hparams()
         if lr <= 0:

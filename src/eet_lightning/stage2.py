@@ -60,6 +60,7 @@ class Stage2Module(EETBase):
         au_weights: Sequence[float] | None = None,
         variant: Variant = "eet",
         loss_weights: LossWeights | dict[str, Any] | None = None,
+        channels_last: bool = False,  # channels-last memory format while fitting (speed only)
         stage1_ckpt: str | None = None,  # stage-1 checkpoint; read once when fitting starts
         lr_generator: float = 3e-5,  # the paper's stage-2 learning rate, for Ef, Er, G
         lr_discriminator: float = 3e-5,  # the same rate for Dsc, Dg unless set apart
@@ -71,7 +72,7 @@ class Stage2Module(EETBase):
         # so that Ef and Er keep facing a real adversary as their features move (see synthetic.yaml).
         train_feature_discriminators: bool = False,
     ) -> None:
-        super().__init__(arch, aus, au_weights, variant, loss_weights)
+        super().__init__(arch, aus, au_weights, variant, loss_weights, channels_last)
         self.save_hyperparameters()
         self.store_plain_hparams()
         self.automatic_optimization = False
@@ -132,6 +133,7 @@ class Stage2Module(EETBase):
         if stage == "fit" and not self._stage1_loaded and self.hparams.stage1_ckpt:
             # Resuming a stage-2 run restores every weight from its own checkpoint right after this.
             self.load_stage1_weights(self.hparams.stage1_ckpt)
+        super().setup(stage)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["eet_stage"] = 2

@@ -38,6 +38,9 @@ class ModelOptions:
     arch: ArchConfig = field(default_factory=ArchConfig)
     variant: Variant = "eet"  # eet | eet_single | bs_net | b_net (Table II)
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    # channels-last memory format while training: the same results up to float rounding, faster
+    # convolutions on CPU (oneDNN) and on CUDA with mixed precision
+    channels_last: bool = False
 
 
 @dataclass
@@ -212,6 +215,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
         au_weights=list(info.au_weights) or None,
         variant=model_opts.variant,
         loss_weights=LossWeights.coerce(model_opts.loss_weights),
+        channels_last=model_opts.channels_last,
     )
     s1: Stage1Options = init.stage1
     s2: Stage2Options = init.stage2

@@ -2,12 +2,13 @@
 
 For a pair (target A, source B) of held-out identities the true swap is A rendered with B's AUs and
 gaze. We compare, over the whole image and over the AU region (the pixels where A rendered with its
-own AUs and with B's differ), the mean L1 distance to the truth of:
+own AUs and with B's differ), L1, PSNR and SSIM against the truth of:
 
 - ``swapped``: G(f_r^b, f_f^a), the transfer;
 - ``target_self``: G(f_r^a, f_f^a), the target's self-reconstruction (right identity, wrong expression);
 - ``source_self``: G(f_r^b, f_f^b), the source's self-reconstruction (right expression, wrong identity);
-- ``target``, ``source``: the unchanged input images.
+- ``target``, ``source``: the unchanged input images;
+- any other method's images for the same pairs (``generated``).
 
 A transfer that works beats ``target_self`` in the AU region (it moved the expression) and beats
 ``source_self`` on the whole image (it kept the identity).
@@ -19,87 +20,175 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
 
+from eet_lightning.evaluation.protocols import FaceSet
 from eet_lightning.model import EETModel
 
 CANDIDATES = ("swapped", "target_self", "source_self", "target", "source")
+MEASURES = ("l1", "psnr", "ssim")
+PSNR_CAP = 100.0  # dB, for a region that matches exactly (the unchanged source in its own AU region)
 
 
-def _to_model(images: np.ndarray, device: torch.device) -> torch.Tensor:
+def _to_model(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):  # already [n, 3, H, W] in [-1, 1]
+        return images.to(device, torch.float32)
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+
+
+def image_errors(image: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image L1, PSNR (dB) and SSIM in [0, 1] pixel units, over the whole image and over ``mask``.
+
+    ``image``, ``truth`` [n, 3, H, W] in [-1, 1]; ``mask`` bool [n, H, W]. PSNR is capped at 100 dB; for
+    an empty mask the region values are NaN.
+    """
+    x, t = (image.clamp(-1, 1) + 1) / 2, (truth + 1) / 2
+    m = mask.to(x.dtype)
+    count = m.sum((1, 2))
+    region = count > 0
+    abs_err = (x - t).abs().mean(1)
+    sq_err = (x - t).pow(2).mean(1)
+    _, ssim_map = structural_similarity_index_measure(
+        x, t, data_range=1.0, return_full_image=True, reduction="none"
+    )
+    ssim_map = ssim_map.mean(1)
+
+    def masked(v: torch.Tensor) -> torch.Tensor:
+        out = (v * m).sum((1, 2)) / count.clamp(min=1)
+        return torch.where(region, out, torch.full_like(out, float("nan")))
+
+    def psnr(mse: torch.Tensor) -> torch.Tensor:
+        return (10 * torch.log10(1 / mse.clamp(min=1e-30))).clamp(max=PSNR_CAP)
+
+    return {
+        "whole_l1": abs_err.mean((1, 2)),
+        "au_region_l1": masked(abs_err),
+        "whole_psnr": psnr(sq_err.mean((1, 2))),
+        "au_region_psnr": torch.where(region, psnr(masked(sq_err)), torch.full_like(count, float("nan"))),
+        "whole_ssim": ssim_map.mean((1, 2)),
+        "au_region_ssim": masked(ssim_map),
+    }
 
 
 @torch.no_grad()
 def score_transfer(
-    model: EETModel, target: np.ndarray, source: np.ndarray, truth: np.ndarray, batch_size: int = 50
+    model: EETModel | None,
+    target: np.ndarray,
+    source: np.ndarray,
+    truth: np.ndarray,
+    batch_size: int = 50,
+    generated: dict[str, np.ndarray | torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Per-pair and mean L1 (in [0, 1] pixel units) of every candidate against ``truth``.
+    """Mean L1 (in [0, 1] pixel units), PSNR and SSIM of every candidate against ``truth``, over the whole
+    image and over the AU region.
 
     ``target``, ``source`` and ``truth`` are uint8 [N, H, W, 3]; ``truth`` is the target rendered with the
-    source's AUs and gaze.
+    source's AUs and gaze. ``generated`` adds other methods' images for the same pairs (uint8 [N, H, W, 3]
+    or float [N, 3, H, W] in [-1, 1]). Without a model only the unchanged inputs and ``generated`` are scored.
     """
     if not (target.shape == source.shape == truth.shape) or target.ndim != 4:
         raise ValueError(
             f"target, source and truth must share one [N, H, W, 3] shape, got "
             f"{target.shape}, {source.shape}, {truth.shape}"
         )
+    generated = dict(generated or {})
+    for name, images in generated.items():
+        if len(images) != len(target):
+            raise ValueError(f"generated images {name!r}: {len(images)} for {len(target)} pairs")
+    names = [c for c in CANDIDATES if model is not None or c in ("target", "source")] + list(generated)
     region = np.any(target != truth, axis=-1)  # [N, H, W]
-    whole_l1 = {c: [] for c in CANDIDATES}
-    region_l1 = {c: [] for c in CANDIDATES}
-    device = model.device
+    values: dict[str, dict[str, list[torch.Tensor]]] = {c: {} for c in names}
+    device = model.device if model is not None else torch.device("cpu")
     for start in range(0, len(target), batch_size):
         sl = slice(start, start + batch_size)
         a, b = _to_model(target[sl], device), _to_model(source[sl], device)
-        fr, ff = model.encode(torch.cat([a, b]))
-        fr_a, fr_b = fr.chunk(2)
-        ff_a, ff_b = ff.chunk(2)
-        n = a.shape[0]
-        generated = model.decode(torch.cat([fr_b, fr_a, fr_b]), torch.cat([ff_a, ff_a, ff_b]))
-        images = {
-            "swapped": generated[:n],
-            "target_self": generated[n : 2 * n],
-            "source_self": generated[2 * n :],
-            "target": a,
-            "source": b,
-        }
+        images = {"target": a, "source": b}
+        if model is not None:
+            fr, ff = model.encode(torch.cat([a, b]))
+            fr_a, fr_b = fr.chunk(2)
+            ff_a, ff_b = ff.chunk(2)
+            n = a.shape[0]
+            out = model.decode(torch.cat([fr_b, fr_a, fr_b]), torch.cat([ff_a, ff_a, ff_b]))
+            images.update(swapped=out[:n], target_self=out[n : 2 * n], source_self=out[2 * n :])
+        for name, imgs in generated.items():
+            images[name] = _to_model(imgs[sl], device)
         t = _to_model(truth[sl], device)
         mask = torch.from_numpy(region[sl]).to(device)
-        for name, img in images.items():
-            err = (img.clamp(-1, 1) - t).abs().mean(1) / 2  # [n, H, W], [0, 1] units
-            whole_l1[name].append(err.mean((1, 2)).cpu())
-            masked = (err * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1)
-            region_l1[name].append(masked.cpu())
-    whole = {c: torch.cat(v).numpy() for c, v in whole_l1.items()}
-    reg = {c: torch.cat(v).numpy() for c, v in region_l1.items()}
+        for name in names:
+            for key, v in image_errors(images[name], t, mask).items():
+                values[name].setdefault(key, []).append(v.cpu())
+    per = {c: {k: torch.cat(v).numpy() for k, v in d.items()} for c, d in values.items()}
     has_region = region.reshape(len(region), -1).any(1)
-    region_gap = reg["swapped"][has_region] - reg["target_self"][has_region]
-    whole_gap = whole["swapped"] - whole["source_self"]
-    return {
+    result: dict[str, Any] = {
         "pairs": int(len(target)),
         "pairs_with_au_region": int(has_region.sum()),
         "au_region_fraction": float(region.mean()),
-        "whole_l1": {c: float(v.mean()) for c, v in whole.items()},
-        "au_region_l1": {c: float(v[has_region].mean()) for c, v in reg.items()},
-        "au_region_swapped_minus_target_self": float(region_gap.mean()),
-        "au_region_swapped_beats_target_self_rate": float((region_gap < 0).mean()),
-        "whole_swapped_minus_source_self": float(whole_gap.mean()),
-        "whole_swapped_beats_source_self_rate": float((whole_gap < 0).mean()),
-        "passes": bool(region_gap.mean() < 0 and (region_gap < 0).mean() >= 0.6 and whole_gap.mean() < 0),
     }
+    for key in per[names[0]]:
+        sel = has_region if key.startswith("au_region") else slice(None)
+        result[key] = {c: float(per[c][key][sel].mean()) for c in names}
+    if model is not None:
+        region_gap = (
+            per["swapped"]["au_region_l1"][has_region] - per["target_self"]["au_region_l1"][has_region]
+        )
+        whole_gap = per["swapped"]["whole_l1"] - per["source_self"]["whole_l1"]
+        result.update(
+            {
+                "au_region_swapped_minus_target_self": float(region_gap.mean()),
+                "au_region_swapped_beats_target_self_rate": float((region_gap < 0).mean()),
+                "whole_swapped_minus_source_self": float(whole_gap.mean()),
+                "whole_swapped_beats_source_self_rate": float((whole_gap < 0).mean()),
+                "passes": bool(
+                    region_gap.mean() < 0 and (region_gap < 0).mean() >= 0.6 and whole_gap.mean() < 0
+                ),
+            }
+        )
+    return result
 
 
 def format_report(result: dict[str, Any]) -> str:
+    names = list(result["whole_l1"])
     lines = [
         f"{result['pairs']} held-out pairs; AU region = {100 * result['au_region_fraction']:.1f}% of pixels",
-        f"{'candidate':<14}{'whole L1':>10}{'AU-region L1':>14}",
+        f"{'candidate':<14}{'whole L1':>10}{'AU-region L1':>14}{'whole PSNR':>12}{'AU PSNR':>10}"
+        f"{'whole SSIM':>12}{'AU SSIM':>10}",
     ]
-    for c in CANDIDATES:
-        lines.append(f"{c:<14}{result['whole_l1'][c]:>10.4f}{result['au_region_l1'][c]:>14.4f}")
-    lines += [
-        f"AU region: swapped - target_self = {result['au_region_swapped_minus_target_self']:+.4f} "
-        f"(swapped wins on {100 * result['au_region_swapped_beats_target_self_rate']:.1f}% of pairs; need < 0 and >= 60%)",
-        f"whole image: swapped - source_self = {result['whole_swapped_minus_source_self']:+.4f} "
-        f"(swapped wins on {100 * result['whole_swapped_beats_source_self_rate']:.1f}% of pairs; need < 0)",
-        f"transfer criteria: {'PASS' if result['passes'] else 'FAIL'}",
-    ]
+    for c in names:
+        row = [result[k][c] for k in ("whole_l1", "au_region_l1", "whole_psnr", "au_region_psnr")]
+        ssim = [result[k][c] for k in ("whole_ssim", "au_region_ssim")] if "whole_ssim" in result else [0, 0]
+        lines.append(
+            f"{c:<14}{row[0]:>10.4f}{row[1]:>14.4f}{row[2]:>12.2f}{row[3]:>10.2f}{ssim[0]:>12.4f}{ssim[1]:>10.4f}"
+        )
+    if "passes" in result:
+        lines += [
+            f"AU region: swapped - target_self = {result['au_region_swapped_minus_target_self']:+.4f} "
+            f"(swapped wins on {100 * result['au_region_swapped_beats_target_self_rate']:.1f}% of pairs; need < 0 and >= 60%)",
+            f"whole image: swapped - source_self = {result['whole_swapped_minus_source_self']:+.4f} "
+            f"(swapped wins on {100 * result['whole_swapped_beats_source_self_rate']:.1f}% of pairs; need < 0)",
+            f"transfer criteria: {'PASS' if result['passes'] else 'FAIL'}",
+        ]
     return "\n".join(lines)
+
+
+def synthetic_faces(
+    data: Any, num_pairs: int, seed: int
+) -> tuple[FaceSet, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Held-out synthetic pairs as a `FaceSet` of 2N images (A-sides then B-sides), the expression pair
+    list over them (rows 2k, 2k+1 = (A_k, B_k), (B_k, A_k)) and the truth of every row, uint8 [2N, H, W, 3]."""
+    held = data.held_out_pairs(num_pairs, seed=seed)
+    ra, rb = held["records_a"], held["records_b"]
+    images = np.concatenate([held["a"], held["b"]])
+    cols = data.au_columns
+    faces = FaceSet.from_arrays(
+        images,
+        identity=np.concatenate([ra.identity, rb.identity]),
+        names=[f"a{i:05d}" for i in range(num_pairs)] + [f"b{i:05d}" for i in range(num_pairs)],
+        aus=np.concatenate([ra.aus[:, cols], rb.aus[:, cols]]),
+        gaze=np.concatenate([ra.gaze, rb.gaze]),
+    )
+    k = np.arange(num_pairs)
+    target = np.stack([k, num_pairs + k], 1).ravel()
+    source = np.stack([num_pairs + k, k], 1).ravel()
+    pairs = {"row": np.arange(2 * num_pairs), "pair": np.repeat(k, 2), "target": target, "source": source}
+    truth = np.stack([held["truth_a"], held["truth_b"]], 1).reshape(-1, *held["truth_a"].shape[1:])
+    return faces, pairs, {"images": images, "truth": truth}

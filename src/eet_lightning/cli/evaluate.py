@@ -1,0 +1,452 @@
+"""`eet-evaluate`: score a trained EET (and other methods' images) with the paper's protocols.
+
+eet-evaluate --ckpt runs/synthetic/stage2/last.ckpt --config configs/synthetic.yaml --out runs/synthetic/eval \
+    --au-estimator runs/scorers/au.ckpt --identity-model runs/scorers/id.ckpt --gaze-classifier runs/scorers/gaze.ckpt
+eet-evaluate --ckpt CKPT --config rafd.yaml --data.root /data/rafd --out eval --protocol expression identity gaze \
+    --face-weights 20180402-114759-vggface2.pt --openface openface_out.csv --generated stargan_out/
+eet-evaluate train-scorer --config configs/synthetic.yaml --kind au --out runs/scorers/au.ckpt
+
+The output folder gets results.json, results.md (per-AU tables in the paper's layout), chart.png (per-AU
+ICC and MSE), examples.png and the pair lists (pairs/<protocol>.csv) that --generated folders follow:
+DIR/<protocol>/<row:06d>.png is the row's target with the row's source's expression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from eet_lightning.callbacks import to_uint8  # noqa: E402
+from eet_lightning.evaluation import protocols as P  # noqa: E402
+from eet_lightning.evaluation.report import bar_chart, example_grid, markdown_report  # noqa: E402
+from eet_lightning.evaluation.scorers import (  # noqa: E402
+    FaceNetEmbedder,
+    ScorerError,
+    ScorerOptions,
+    load_scorer,
+    read_openface,
+    train_scorer,
+)
+from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces  # noqa: E402
+from eet_lightning.model import EETModel  # noqa: E402
+
+ALL_PROTOCOLS = ("groundtruth", *P.PROTOCOLS)
+
+
+class EvaluateError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
+
+
+def _load_data(config: str, overrides: Sequence[str]) -> Any:
+    """The DataModule of an eet-fit config (``--data.*`` overrides pass through)."""
+    from eet_lightning.cli.fit import FitError, build_parser, resolve_config_names
+
+    parser = build_parser()
+    try:
+        cfg = parser.parse_args(resolve_config_names(["--config", config, *overrides]))
+    except FitError as err:
+        raise EvaluateError(str(err)) from err
+    except SystemExit as err:  # jsonargparse reports a bad config and exits
+        raise EvaluateError(f"--config {config}: not a valid eet-fit config") from err
+    return parser.instantiate_classes(cfg).data
+
+
+def _dataset_name(data: Any) -> str:
+    return type(data).__name__.lower().replace("datamodule", "")
+
+
+def _real_faces(data: Any) -> P.FaceSet:
+    data.setup("test")
+    getter = getattr(data, "test_images", None)
+    if getter is None and callable(getattr(data, "table", None)):  # the manifest DataModules
+        return P.FaceSet.from_samples(data.table("test", augment=False))
+    if getter is None:
+        raise EvaluateError(
+            f"{type(data).__name__} does not expose its test images (a test_images() dataset of single "
+            f"sample dicts), which the real-data protocols read"
+        )
+    return P.FaceSet.from_samples(getter() if callable(getter) else getter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eet-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--ckpt", required=True, help="EET stage-2 checkpoint")
+    p.add_argument("--config", required=True, help="the eet-fit config of the dataset (a bundled name works)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--protocol", nargs="+", choices=ALL_PROTOCOLS, help="default: all the dataset supports")
+    p.add_argument(
+        "--au-estimator", help="AU estimator checkpoint from 'eet-evaluate train-scorer --kind au'"
+    )
+    p.add_argument(
+        "--openface", help="OpenFace CSV (or folder of CSVs) for the images --export-openface wrote"
+    )
+    p.add_argument("--openface-skip-failed", action="store_true", help="leave out images OpenFace failed on")
+    p.add_argument("--export-openface", action="store_true", help="write the images OpenFace must read")
+    p.add_argument("--identity-model", help="identity model checkpoint from train-scorer --kind identity")
+    p.add_argument("--face-weights", help="facenet-pytorch InceptionResnetV1 weights file (state dict)")
+    p.add_argument("--gaze-classifier", help="gaze classifier checkpoint from train-scorer --kind gaze")
+    p.add_argument("--train-scorers", action="store_true", help="train missing scorers on the training split")
+    p.add_argument("--scorer-epochs", type=int, default=4, help="epochs for --train-scorers")
+    p.add_argument("--generated", help="folder of another method's images for the written pair lists")
+    p.add_argument("--generated-name", default="other", help="name of that method in the tables")
+    p.add_argument("--pairs", type=int, default=200, help="synthetic data: held-out pairs to draw")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair lists")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--examples", type=int, default=6, help="pairs in examples.png")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--logger", choices=("none", "wandb"), default="none", help="also log results to W&B")
+    p.add_argument("--wandb-project", default="eet-lightning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eet-evaluate train-scorer",
+        description="Train a scorer (AU estimator, gaze classifier, identity model) on a dataset's training split.",
+    )
+    p.add_argument("--config", required=True, help="the eet-fit config of the dataset")
+    p.add_argument("--kind", required=True, choices=("au", "gaze", "identity"))
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--scorer-config", help="YAML of ScorerOptions (max_epochs, width, lr, ...)")
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--limit-train-batches", type=float)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _scorer_options(path: str | None, **overrides: Any) -> ScorerOptions:
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise EvaluateError(f"--scorer-config {path}: {err}") from err
+        if not isinstance(values, dict):
+            raise EvaluateError(f"--scorer-config {path}: expected a mapping of options")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("limit_train_batches"), float) and values["limit_train_batches"] >= 1:
+        values["limit_train_batches"] = int(values["limit_train_batches"])
+    return ScorerOptions.from_dict(values, where=path or "scorer options")
+
+
+def train_main(argv: Sequence[str]) -> int:
+    p = build_train_parser()
+    args, rest = p.parse_known_args(argv)
+    data = _load_data(args.config, rest)
+    opts = _scorer_options(
+        args.scorer_config, max_epochs=args.max_epochs, limit_train_batches=args.limit_train_batches
+    )
+    path = train_scorer(args.kind, data, args.out, opts, progress=not args.no_progress)
+    print(f"eet-evaluate: {args.kind} scorer: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    def __init__(self, args: argparse.Namespace, overrides: Sequence[str]) -> None:
+        self.args = args
+        self.overrides = list(overrides)
+        self.device = torch.device(args.device)
+
+    def scorer(self, kind: str, given: str | None, tmp: Path, data: Any) -> Any:
+        if given:
+            return load_scorer(given, kind, self.device)
+        if self.args.train_scorers:
+            path = tmp / "scorers" / f"{kind}.ckpt"
+            opts = ScorerOptions(max_epochs=self.args.scorer_epochs)
+            train_scorer(kind, data, path, opts, progress=not self.args.no_progress)
+            return load_scorer(path, kind, self.device)
+        flag = {"au": "--au-estimator", "gaze": "--gaze-classifier", "identity": "--identity-model"}[kind]
+        extra = (
+            " or --openface CSV"
+            if kind == "au"
+            else (" or --face-weights FILE" if kind == "identity" else "")
+        )
+        raise EvaluateError(
+            f"the {kind} scoring needs {flag} CKPT{extra} (train one with 'eet-evaluate train-scorer "
+            f"--kind {kind}', or pass --train-scorers)"
+        )
+
+    def run(self) -> dict[str, Any]:
+        a = self.args
+        model = EETModel.load_from_checkpoint(a.ckpt, map_location=self.device)
+        data = _load_data(a.config, self.overrides)
+        name = _dataset_name(data)
+        if model.arch.image_size != data.image_size:
+            raise EvaluateError(
+                f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
+            )
+        if list(data.info.aus) != model.aus:
+            raise EvaluateError(
+                f"the checkpoint predicts AUs {model.aus}, the config's data has {data.info.aus}"
+            )
+        settings = P.PAPER_SETTINGS.get(name, P.PAPER_SETTINGS["folder"])
+        truth = None
+        if name == "synthetic":
+            faces, expression_pairs, truth = synthetic_faces(data, a.pairs, a.seed)
+        else:
+            faces, expression_pairs = _real_faces(data), None
+        protocols = a.protocol or [
+            p
+            for p in ALL_PROTOCOLS
+            if (p != "groundtruth" or truth is not None) and (p != "gaze" or faces.gaze is not None)
+        ]
+        if "groundtruth" in protocols and truth is None:
+            raise EvaluateError(
+                "--protocol groundtruth needs the synthetic faces (only they have the true swap)"
+            )
+        out = Path(a.out)
+        if out.exists() and any(out.iterdir()):
+            raise EvaluateError(f"--out {out} exists and is not empty; choose a new folder")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        try:
+            results = self._evaluate(
+                model, data, name, faces, expression_pairs, truth, protocols, settings, tmp
+            )
+            if out.exists():
+                out.rmdir()
+            tmp.replace(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return results
+
+    def _evaluate(
+        self, model, data, name, faces, expression_pairs, truth, protocols, settings, tmp: Path
+    ) -> dict[str, Any]:
+        a = self.args
+        generated = Path(a.generated) if a.generated else None
+        if generated is not None and a.generated_name in ("eet", "real", "unchanged_target"):
+            raise EvaluateError(f"--generated-name {a.generated_name!r} is reserved; choose another name")
+        pairs: dict[str, dict[str, np.ndarray]] = {}
+        for p in protocols:
+            key = "expression" if p == "groundtruth" else p
+            if key in pairs:
+                continue
+            pairs[key] = (
+                expression_pairs
+                if key == "expression" and expression_pairs is not None
+                else P.build_pairs(key, faces, settings, a.seed)
+            )
+            P.write_pairs(tmp / "pairs" / f"{key}.csv", pairs[key], faces)
+            if generated is not None:
+                P.check_generated(generated, key, pairs[key]["row"])
+        # scorers first: every missing one is an error before any long work
+        reader = None
+        if "expression" in protocols:
+            if a.openface:
+                names = self._openface_names(pairs["expression"], generated is not None)
+                table = read_openface(a.openface, names, model.aus, a.openface_skip_failed)
+                reader = P.AUReader(table={Path(k).stem: v for k, v in table.items()})
+                scorer_name = f"OpenFace ({a.openface})"
+            elif a.au_estimator or a.train_scorers or not a.export_openface:
+                reader = P.AUReader(estimator=self.scorer("au", a.au_estimator, tmp, data))
+                scorer_name = "AU estimator" + (
+                    f" ({a.au_estimator})" if a.au_estimator else " (trained here)"
+                )
+            if reader is not None and reader.estimator is not None and reader.estimator.aus != model.aus:
+                raise EvaluateError(
+                    f"--au-estimator reads AUs {reader.estimator.aus}, the model uses {model.aus}"
+                )
+        embedder = None
+        if "identity" in protocols:
+            if a.identity_model or (a.train_scorers and not a.face_weights):
+                embedder = self.scorer("identity", a.identity_model, tmp, data)
+                embed_name = "identity model"
+            else:
+                embedder = FaceNetEmbedder(a.face_weights).to(self.device)
+                embed_name = f"FaceNet InceptionResnetV1 ({a.face_weights})"
+        gaze_clf = self.scorer("gaze", a.gaze_classifier, tmp, data) if "gaze" in protocols else None
+
+        size = model.arch.image_size
+        methods = {"eet": P.eet_generator(model)}
+        if generated is not None:
+            methods[a.generated_name] = None  # filled per protocol below
+        total = sum(
+            len(pairs["identity" if p == "identity" else "gaze" if p == "gaze" else "expression"]["row"])
+            for p in protocols
+        )
+        bar = tqdm(total=total, desc="eet-evaluate", unit="img", disable=a.no_progress, file=sys.stderr)
+        tick = bar.update
+
+        def with_generated(protocol: str) -> dict[str, P.Generate]:
+            m = {"eet": methods["eet"]}
+            if generated is not None:
+                m[a.generated_name] = P.folder_generator(generated, protocol, size)
+            return m
+
+        results: dict[str, Any] = {
+            "ckpt": str(a.ckpt),
+            "config": str(a.config),
+            "dataset": name,
+            "aus": model.aus,
+            "seed": a.seed,
+            "protocols": protocols,
+        }
+        if a.export_openface and "expression" in pairs:
+            results["openface_export"] = str(
+                self._export_openface(tmp, pairs["expression"], faces, with_generated("expression"))
+            )
+        if "expression" in protocols and reader is not None:
+            results["expression"] = P.score_expression(
+                pairs["expression"],
+                faces,
+                with_generated("expression"),
+                reader,
+                len(model.aus),
+                a.batch_size,
+                tick,
+            )
+            results["expression"]["scorer"] = scorer_name
+        if "groundtruth" in protocols:
+            rows = pairs["expression"]
+            target, source = truth["images"][rows["target"]], truth["images"][rows["source"]]
+            other = None
+            if generated is not None:
+                other = {a.generated_name: P.load_generated(generated, "expression", rows["row"], size)}
+            results["groundtruth"] = score_transfer(
+                model, target, source, truth["truth"], a.batch_size, other
+            )
+            tick(len(rows["row"]))
+        if "identity" in protocols:
+            results["identity"] = P.score_identity(
+                pairs["identity"], faces, with_generated("identity"), embedder, a.batch_size, tick
+            )
+            results["identity"]["scorer"] = embed_name
+        if "gaze" in protocols:
+            results["gaze"] = P.score_gaze(
+                pairs["gaze"], faces, with_generated("gaze"), gaze_clf, a.batch_size, tick
+            )
+        bar.close()
+
+        (tmp / "results.json").write_text(json.dumps(results, indent=2))
+        (tmp / "results.md").write_text(markdown_report(results))
+        bar_chart(results, tmp / "chart.png")
+        self._examples(
+            tmp / "examples.png",
+            pairs["expression"] if "expression" in pairs else next(iter(pairs.values())),
+            faces,
+            truth,
+            with_generated("expression" if "expression" in pairs else next(iter(pairs))),
+        )
+        if a.logger == "wandb":
+            self._to_wandb(results, tmp)
+        return results
+
+    def _openface_names(self, rows: dict[str, np.ndarray], with_generated: bool) -> list[str]:
+        real = sorted(set(rows["target"].tolist()) | set(rows["source"].tolist()))
+        names = [f"real_{i:06d}.png" for i in real]
+        methods = ["eet"] + ([self.args.generated_name] if with_generated else [])
+        names += [f"{P.export_key(m, 'expression', int(r))}.png" for m in methods for r in rows["row"]]
+        return names
+
+    def _export_openface(
+        self, tmp: Path, rows: dict[str, np.ndarray], faces: P.FaceSet, methods: dict
+    ) -> Path:
+        folder = tmp / "openface" / "images"
+        folder.mkdir(parents=True)
+        real = sorted(set(rows["target"].tolist()) | set(rows["source"].tolist()))
+        for start in range(0, len(real), self.args.batch_size):
+            idx = np.asarray(real[start : start + self.args.batch_size])
+            for i, img in zip(idx, to_uint8(faces.load(idx))):
+                Image.fromarray(img).save(folder / f"real_{i:06d}.png")
+        for start in range(0, len(rows["row"]), self.args.batch_size):
+            sl = slice(start, start + self.args.batch_size)
+            target, source = faces.load(rows["target"][sl]), faces.load(rows["source"][sl])
+            for m, generate in methods.items():
+                for r, img in zip(rows["row"][sl], to_uint8(generate(target, source, rows["row"][sl]))):
+                    Image.fromarray(img).save(folder / f"{P.export_key(m, 'expression', int(r))}.png")
+        names = self._openface_names(rows, len(methods) > 1)
+        (tmp / "openface" / "manifest.csv").write_text("file\n" + "\n".join(names) + "\n")
+        return folder
+
+    def _examples(self, path: Path, rows: dict[str, np.ndarray], faces: P.FaceSet, truth, methods) -> None:
+        k = min(self.args.examples, len(rows["row"]))
+        sel = np.arange(k)
+        target, source = faces.load(rows["target"][sel]), faces.load(rows["source"][sel])
+        grid = {"target": target, "source": source}
+        for m, generate in methods.items():
+            grid[m] = generate(target, source, rows["row"][sel])
+        if truth is not None and "pair" in rows:
+            grid["truth"] = torch.from_numpy(truth["truth"][sel]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        example_grid(grid, path)
+
+    def _to_wandb(self, results: dict[str, Any], folder: Path) -> None:
+        import wandb
+
+        configured = bool(os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE"))
+        run = wandb.init(
+            project=self.args.wandb_project,
+            name=f"evaluate-{results['dataset']}",
+            dir=str(folder),
+            mode=None if configured else "offline",
+            config={k: results[k] for k in ("ckpt", "dataset", "seed", "protocols")},
+        )
+        summary = {}
+        for section in ("expression", "identity", "gaze"):
+            for m, v in results.get(section, {}).get("methods", {}).items():
+                for key, value in v.items():
+                    if isinstance(value, float):
+                        summary[f"{section}/{m}/{key}"] = value
+        run.summary.update(summary)
+        images = {
+            n: wandb.Image(str(folder / f))
+            for n, f in (("chart", "chart.png"), ("examples", "examples.png"))
+            if (folder / f).is_file()
+        }
+        run.log(images)
+        run.finish()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of `eet-evaluate`; tests call ``main([...])`` directly."""
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if argv[:1] == ["train-scorer"]:
+            return train_main(argv[1:])
+        parsed, rest = build_parser().parse_known_args(argv)
+        bad = [r for r in rest if r.startswith("-") and not r.startswith("--data.")]
+        if bad:
+            raise EvaluateError(f"unrecognized arguments: {' '.join(bad)}")
+        results = _Run(parsed, rest).run()
+    except (EvaluateError, ScorerError, P.ProtocolError, ValueError, FileNotFoundError) as err:
+        if os.environ.get("EET_DEBUG"):
+            raise
+        print(f"eet-evaluate: error: {err}", file=sys.stderr)
+        return 2
+    print(f"eet-evaluate: results: {Path(parsed.out) / 'results.md'}")
+    for section in ("expression", "identity", "gaze"):
+        for m, v in results.get(section, {}).get("methods", {}).items():
+            shown = {k: round(val, 4) for k, val in v.items() if isinstance(val, float)}
+            print(f"eet-evaluate: {section}: {m}: {shown}")
+    if "groundtruth" in results:
+        gt = results["groundtruth"]
+        print(
+            f"eet-evaluate: groundtruth: AU-region L1 {json.dumps({k: round(v, 4) for k, v in gt['au_region_l1'].items()})}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
