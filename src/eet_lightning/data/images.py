@@ -1,0 +1,80 @@
+"""Reading and writing image files with errors that name the file.
+
+Grayscale, palette, 16-bit and RGBA images are converted to 8-bit RGB (alpha dropped), never rejected;
+an unreadable or truncated file raises `ImageReadError` naming it. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_SUFFIXES: frozenset[str] = frozenset({".avi", ".mp4", ".mov", ".mkv", ".wmv", ".mpg", ".mpeg"})
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded (missing, not an image, truncated)."""
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as uint8 RGB [H, W, 3]; raises `ImageReadError` naming the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes everything now, so a truncated file fails here and not later
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                peak = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+                return np.repeat((arr / peak * 255.0).round().astype(np.uint8)[:, :, None], 3, axis=2)
+            if im.mode != "RGB":
+                im = (
+                    im.convert("RGBA").convert("RGB")
+                    if "A" in im.mode or im.mode == "P"
+                    else im.convert("RGB")
+                )
+            return np.asarray(im, dtype=np.uint8).copy()
+    except FileNotFoundError as err:
+        raise ImageReadError(f"{path}: image file not found") from err
+    except UnidentifiedImageError as err:
+        raise ImageReadError(f"{path}: not a readable image") from err
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated or corrupt data
+        raise ImageReadError(f"{path}: cannot decode the image ({err})") from err
+
+
+def write_image_atomic(path: Path, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write uint8 RGB ``image`` to ``path`` (format from the suffix) through a temporary file in the
+    same folder, so that ``path`` is either absent or complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if suffix in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, np.ascontiguousarray(image[:, :, ::-1]), params)
+    if not ok:
+        raise OSError(f"{path}: could not encode the image")
+    write_bytes_atomic(path, buf.tobytes())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_training_image(path: str | Path) -> np.ndarray:
+    """Fast read of a prepared crop (always 8-bit RGB JPEG/PNG written by eet-prepare): uint8 [H, W, 3]."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError(f"{path}: cannot read the prepared image (missing or corrupt)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,12 @@
+"""`FolderDataModule`: the user's own faces prepared by ``eet-prepare folder`` (or any eet-prepare
+output)."""
+
+from __future__ import annotations
+
+from eet_lightning.datamodules.manifest import ManifestDataModule
+
+
+class FolderDataModule(ManifestDataModule):
+    """Any folder written by eet-prepare; the labels are whatever the manifest holds."""
+
+    dataset_name = None
