@@ -122,6 +122,18 @@ def test_bad_config_values_end_in_one_clear_error(
     assert not (tmp_path / "run" / "stage1").exists()
 
 
+@pytest.mark.parametrize(
+    ("root", "message"),
+    [([], "data.root must be set"), (["--data.root", "/no/such/folder"], "/no/such/folder is not a folder")],
+)
+def test_paper_config_without_prepared_data(tmp_path: Path, capsys, root: list[str], message: str) -> None:
+    rc = main(["--config", "disfa.yaml", "--run_dir", str(tmp_path / "run"), *root])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("eet-fit: error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_config_file(capsys) -> None:
     assert main(["--config", "no_such_config.yaml"]) == 2
     assert "config file not found: no_such_config.yaml" in capsys.readouterr().err

@@ -190,6 +190,15 @@ def _resume_path(run_dir: Path, stage: str, resume: bool) -> str | None:
     return None
 
 
+def _first_reason(message: str) -> str:
+    """jsonargparse wraps a constructor's error (e.g. a DataModule's missing root) in a multi-line report
+    on the union of allowed types; the constructor's own message is the first item of its list."""
+    for line in message.splitlines():
+        if line.startswith("  - "):
+            return line[4:].strip()
+    return message
+
+
 def _check_schedule(name: str, sched: StageSchedule) -> None:
     if sched.max_epochs < 1:
         raise FitError(f"{name}.max_epochs must be >= 1, got {sched.max_epochs}")
@@ -198,7 +207,10 @@ def _check_schedule(name: str, sched: StageSchedule) -> None:
 def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     """Run the configured stages; returns the paths written (checkpoints, grid, config)."""
     run_dir = Path(cfg.run_dir)
-    init = parser.instantiate_classes(cfg)
+    try:
+        init = parser.instantiate_classes(cfg)
+    except ValueError as err:
+        raise FitError(_first_reason(str(err))) from err
     data: EETDataModule = init.data
     info = data.info
     model_opts: ModelOptions = init.model
