@@ -77,6 +77,10 @@ def test_spectral_norm_placement() -> None:
         image_size=64, width=0.125, num_identities=3, num_poses=1, au_encoder_spectral_norm=False
     )
     assert sn_count(AURelatedEncoder(no_er)) == 0 and sn_count(AUFreeEncoder(no_er)) == 2
+    no_g = ArchConfig(
+        image_size=64, width=0.125, num_identities=3, num_poses=1, generator_spectral_norm=False
+    )
+    assert sn_count(Generator(no_g)) == 0 and sn_count(ImageDiscriminator(no_g)) == 4 + 2
 
 
 def test_au_related_encoder_mean_of_branches_and_single_variant() -> None:

@@ -1,7 +1,9 @@
-"""Lightning callbacks: image grids of fixed validation pairs, written to disk and to the logger."""
+"""Lightning callbacks: image grids and per-AU intensity charts of fixed validation pairs, written to disk and
+to the logger."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +51,60 @@ def first_pairs(loader: torch.utils.data.DataLoader, count: int) -> dict[str, di
     }
 
 
+def au_chart(
+    true: torch.Tensor | np.ndarray,
+    predicted: torch.Tensor | np.ndarray,
+    aus: Sequence[int],
+    max_intensity: float = 5.0,
+    title: str = "",
+) -> np.ndarray:
+    """One scatter panel per AU, true intensity (x) against predicted (y) with the identity line and the
+    AU's MSE in the panel title; ``true`` and ``predicted`` are [N, m] in [0, max_intensity]. Returns the
+    chart as uint8 RGB [H, W, 3]."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    true = np.asarray(true.detach().cpu() if isinstance(true, torch.Tensor) else true, dtype=np.float64)
+    predicted = np.asarray(
+        predicted.detach().cpu() if isinstance(predicted, torch.Tensor) else predicted, dtype=np.float64
+    )
+    if true.ndim != 2 or true.shape != predicted.shape or true.shape[1] != len(aus):
+        raise ValueError(
+            f"true and predicted must both be [N, {len(aus)}], got {list(true.shape)} and {list(predicted.shape)}"
+        )
+    cols = min(6, len(aus))
+    rows = -(-len(aus) // cols)
+    fig = Figure(figsize=(1.9 * cols, 1.9 * rows + (0.35 if title else 0)), dpi=80)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    top = max_intensity * 1.05
+    for i, ax in enumerate(axes.flat):
+        if i >= len(aus):
+            ax.axis("off")
+            continue
+        ax.plot([0, max_intensity], [0, max_intensity], color="0.6", lw=0.8)
+        ax.scatter(true[:, i], predicted[:, i], s=10, color="tab:blue")
+        mse = float(((true[:, i] - predicted[:, i]) ** 2).mean())
+        ax.set_title(f"AU{aus[i]}  MSE {mse:.2f}", fontsize=8)
+        ax.set_xlim(-0.05 * max_intensity, top)
+        ax.set_ylim(-0.05 * max_intensity, top)
+        ax.tick_params(labelsize=6)
+        if i % cols == 0:
+            ax.set_ylabel("predicted", fontsize=7)
+        if i // cols == rows - 1:
+            ax.set_xlabel("true", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy()
+
+
 class ImageGridCallback(pl.Callback):
     """Every validation epoch, render (Ia, Ib, swapped, self-reconstructed, cross-cycle[, truth]) for a
     fixed set of validation pairs through the module's ``log_images`` and write it as a PNG under
-    ``out_dir`` and to the logger (W&B or TensorBoard) when there is one."""
+    ``out_dir`` and to the logger (W&B or TensorBoard) when there is one. Beside it goes a chart of the
+    per-AU intensities Er predicts for the same images against their true ones (``au_chart``)."""
 
     def __init__(self, out_dir: str | Path, num_pairs: int = 6, prefix: str = "stage2") -> None:
         self.out_dir = Path(out_dir)
@@ -71,18 +123,38 @@ class ImageGridCallback(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         grid = pair_grid(pl_module.log_images(batch))
+        chart = self._au_chart(pl_module, batch, trainer.current_epoch)
         pl_module.train(was_training)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / f"{self.prefix}-epoch{trainer.current_epoch:03d}.png"
-        Image.fromarray(grid).save(path)
-        self._to_logger(trainer, grid)
+        epoch = f"epoch{trainer.current_epoch:03d}"
+        Image.fromarray(grid).save(self.out_dir / f"{self.prefix}-{epoch}.png")
+        self._to_logger(trainer, "grid", grid)
+        if chart is not None:
+            Image.fromarray(chart).save(self.out_dir / f"{self.prefix}-aus-{epoch}.png")
+            self._to_logger(trainer, "aus", chart)
 
-    def _to_logger(self, trainer: pl.Trainer, grid: np.ndarray) -> None:
+    @torch.no_grad()
+    def _au_chart(self, pl_module: pl.LightningModule, batch: dict, epoch: int) -> np.ndarray | None:
+        """Er's predicted AU intensities of the fixed images against their labels, or None when the module
+        has no Er or the data no AU labels."""
+        if (
+            not all(hasattr(pl_module, k) for k in ("encoder", "au_related_encoder"))
+            or "aus" not in batch["a"]
+        ):
+            return None
+        images = torch.cat([batch["a"]["image"], batch["b"]["image"]])
+        true = torch.cat([batch["a"]["aus"], batch["b"]["aus"]])
+        _, predicted = pl_module.au_related_encoder(pl_module.encoder(images))
+        max_intensity = float(pl_module.arch.max_intensity)
+        aus = [int(a) for a in getattr(pl_module, "aus", range(1, true.shape[1] + 1))]
+        return au_chart(true, predicted * max_intensity, aus, max_intensity, f"{self.prefix} epoch {epoch}")
+
+    def _to_logger(self, trainer: pl.Trainer, key: str, image: np.ndarray) -> None:
         for logger in trainer.loggers:
             name = type(logger).__name__
             if name == "WandbLogger":
-                logger.log_image(key=f"{self.prefix}/grid", images=[grid], step=trainer.global_step)
+                logger.log_image(key=f"{self.prefix}/{key}", images=[image], step=trainer.global_step)
             elif name == "TensorBoardLogger":
                 logger.experiment.add_image(
-                    f"{self.prefix}/grid", grid, trainer.global_step, dataformats="HWC"
+                    f"{self.prefix}/{key}", image, trainer.global_step, dataformats="HWC"
                 )

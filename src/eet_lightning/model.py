@@ -1,20 +1,41 @@
-"""`EETModel`: a trained EET as a user meets it (load a stage-2 checkpoint, swap expressions)."""
+"""`EETModel`: a trained EET as a user meets it (load a stage-2 checkpoint, swap expressions).
+
+Every method that takes images accepts
+
+- float tensors in [-1, 1], one image [3, S, S] or a batch [B, 3, S, S];
+- PIL images, uint8 numpy arrays [H, W, 3] (or [N, H, W, 3]) and paths to image files;
+- a list of single images of the kinds above;
+
+and returns images of the kind it was given (a path gives back a PIL image). Images other than tensors may
+be any square size: they are resized to the model's S x S and come back at S x S. They must be aligned
+face crops; for whole photos use `eet_lightning.data.faces.FaceAligner` or the `eet-transfer` command.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.base import variant_flags
+from eet_lightning.callbacks import to_uint8
+from eet_lightning.data.faces import as_rgb
+from eet_lightning.data.images import read_rgb
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
 from eet_lightning.stage2 import read_checkpoint
 
 INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generator")
+
+ImageInput = torch.Tensor | np.ndarray | Image.Image | str | Path | Sequence[Any]
+_Restore = Callable[[torch.Tensor], Any]
 
 
 class EETModel(nn.Module):
@@ -22,12 +43,20 @@ class EETModel(nn.Module):
 
     >>> model = EETModel.load_from_checkpoint("runs/synthetic/stage2/last.ckpt")   # doctest: +SKIP
     >>> a_with_b, b_with_a = model.transfer(image_a, image_b)                      # doctest: +SKIP
+    >>> mouth_only, _ = model.transfer(image_a, image_b, aus=[12, 25, 26])         # doctest: +SKIP
+    >>> half_way, _ = model.transfer(image_a, image_b, strength=0.5)               # doctest: +SKIP
     """
 
-    def __init__(self, arch: ArchConfig | dict[str, Any], aus: Sequence[int] = DISFA_AUS) -> None:
+    def __init__(
+        self,
+        arch: ArchConfig | dict[str, Any],
+        aus: Sequence[int] = DISFA_AUS,
+        variant: str = "eet",  # the Table II variant the checkpoint was trained as (for messages)
+    ) -> None:
         super().__init__()
         self.arch = ArchConfig.coerce(arch)
         self.aus = [int(a) for a in aus]
+        self.variant = variant
         self.encoder = FeatureEncoder(self.arch)
         self.au_free_encoder = AUFreeEncoder(self.arch)
         self.au_related_encoder = AURelatedEncoder(self.arch)
@@ -37,12 +66,14 @@ class EETModel(nn.Module):
     def load_from_checkpoint(
         cls, path: str | Path, map_location: str | torch.device | None = None
     ) -> EETModel:
-        """Build from a stage-2 checkpoint alone (it is self-contained) and switch to eval mode."""
+        """Build from a stage-2 checkpoint alone (it is self-contained), move it to ``map_location`` (CPU
+        when None) and switch to eval mode."""
         ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint")
         hp = ckpt["hyper_parameters"]
+        variant = hp.get("variant", "eet")
         arch = ArchConfig.coerce(hp["arch"])
-        arch.multi_branch = variant_flags(hp.get("variant", "eet"))["multi_branch"]
-        model = cls(arch, hp["aus"])
+        arch.multi_branch = variant_flags(variant)["multi_branch"]
+        model = cls(arch, hp["aus"], variant=variant)
         state = {k: v for k, v in ckpt["state_dict"].items() if k.split(".")[0] in INFERENCE_PARTS}
         model.load_state_dict(state, strict=True)
         if map_location is not None:
@@ -53,6 +84,26 @@ class EETModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def multi_branch(self) -> bool:
+        """True when Er has one branch per AU (EET); False for EET-Single."""
+        return self.au_related_encoder.multi_branch
+
+    # ------------------------------------------------------------------ inputs and outputs
+
+    def check_aus(self, aus: Iterable[int]) -> list[int]:
+        """AU numbers as ints, each one of ``self.aus``; ValueError naming the first that is not."""
+        if isinstance(aus, (str, bytes)) or not isinstance(aus, Iterable):
+            raise ValueError(f"aus must be a list of AU numbers such as [6, 12], got {aus!r}")
+        out = []
+        for au in aus:
+            if isinstance(au, bool) or not isinstance(au, (int, np.integer)):
+                raise ValueError(f"aus must be AU numbers (integers) such as [6, 12], got {au!r}")
+            if int(au) not in self.aus:
+                raise ValueError(f"AU {int(au)} is not one of this model's AUs {self.aus}")
+            out.append(int(au))
+        return out
+
     def _check(self, images: torch.Tensor, name: str) -> torch.Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(0)
@@ -61,42 +112,218 @@ class EETModel(nn.Module):
             raise ValueError(
                 f"{name} must be [B, 3, {s}, {s}] or [3, {s}, {s}] in [-1, 1], got {list(images.shape)}"
             )
+        if not images.is_floating_point():
+            raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.01 or hi > 1.01:
+            raise ValueError(f"{name} must hold values in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
         return images.to(self.device, torch.float32)
 
+    def _square(self, image: np.ndarray, name: str) -> np.ndarray:
+        s = self.arch.image_size
+        h, w = image.shape[:2]
+        if (h, w) == (s, s):
+            return image
+        if h != w:
+            raise ValueError(
+                f"{name} must be a square aligned face crop ({s} x {s} for this model), got {w} x {h}; "
+                "align photos with eet_lightning.data.faces.FaceAligner or use eet-transfer"
+            )
+        return cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA if h > s else cv2.INTER_CUBIC)
+
+    def _one_image(self, image: Any, name: str) -> tuple[np.ndarray, str]:
+        """A single non-tensor image -> (uint8 [S, S, 3], kind it came as)."""
+        if isinstance(image, (str, Path)):
+            return self._square(read_rgb(image), name), "pil"
+        if isinstance(image, Image.Image):
+            return self._square(np.asarray(image.convert("RGB"), dtype=np.uint8), name), "pil"
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8:
+                raise ValueError(
+                    f"{name}: numpy images must be uint8 [H, W, 3], got dtype {image.dtype} "
+                    "(give float images as tensors in [-1, 1])"
+                )
+            try:
+                rgb = as_rgb(image)
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+            return self._square(rgb, name), "array"
+        raise ValueError(
+            f"{name} must be a tensor in [-1, 1], a PIL image, a uint8 numpy array, a path or a list of "
+            f"these, got {type(image).__name__}"
+        )
+
+    def _prepare(self, images: ImageInput, name: str) -> tuple[torch.Tensor, _Restore]:
+        """Any accepted input -> ([B, 3, S, S] on the model's device, function giving outputs its kind)."""
+        if isinstance(images, torch.Tensor):
+            x = self._check(images, name)
+            single, device = images.dim() == 3, images.device
+            return x, lambda out: (out[0] if single else out).to(device)
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            if images.dtype != np.uint8 or images.shape[-1] != 3:
+                raise ValueError(
+                    f"{name}: a batch of images must be uint8 [N, H, W, 3], got {images.dtype} "
+                    f"{list(images.shape)}"
+                )
+            arr = np.stack([self._square(im, name) for im in images])
+            return _from_uint8(arr, self.device), lambda out: to_uint8(out)
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError(f"{name} is an empty list")
+            if any(isinstance(im, torch.Tensor) for im in images):
+                if not all(isinstance(im, torch.Tensor) for im in images):
+                    raise ValueError(f"{name}: a list may not mix tensors with other kinds of images")
+                tensors = [self._check(im, f"{name}[{k}]") for k, im in enumerate(images)]
+                if any(t.shape[0] != 1 for t in tensors):
+                    raise ValueError(f"{name}: a list may hold single images only, not batches")
+                devices = [im.device for im in images]
+                return torch.cat(tensors), lambda out: [o.to(d) for o, d in zip(out, devices)]
+            parts = [self._one_image(im, f"{name}[{k}]") for k, im in enumerate(images)]
+            x = _from_uint8(np.stack([p[0] for p in parts]), self.device)
+            kinds = [p[1] for p in parts]
+            return x, lambda out: [_as_kind(t, k) for t, k in zip(to_uint8(out), kinds)]
+        arr, kind = self._one_image(images, name)
+        return _from_uint8(arr[None], self.device), lambda out: _as_kind(to_uint8(out)[0], kind)
+
+    # ------------------------------------------------------------------ features
+
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [B, 3, S, S] in [-1, 1] -> (AU-related f_r, AU-free f_f), each [B, C, 4, 4]."""
-        feature = self.encoder(self._check(images, "images"))
+    def encode(self, images: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (AU-related f_r, AU-free f_f), each [B, C, 4, 4] on the model's device."""
+        x, _ = self._prepare(images, "images")
+        feature = self.encoder(x)
         au_related, _ = self.au_related_encoder(feature)
         return au_related, self.au_free_encoder(feature)
+
+    @torch.no_grad()
+    def encode_branches(self, images: ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images -> (Er's per-branch features f_{r_i} [B, K, C, 4, 4], AU-free f_f [B, C, 4, 4]).
+
+        K = m branches in the order of ``self.aus`` (EET), or 1 for EET-Single; f_r is their mean (eq. 6).
+        """
+        x, _ = self._prepare(images, "images")
+        feature = self.encoder(x)
+        branches, _ = self.au_related_encoder.forward_branches(feature)
+        return branches, self.au_free_encoder(feature)
+
+    def branch_weights(self, aus: Iterable[int] | None = None, strength: float = 1.0) -> torch.Tensor:
+        """How far each Er branch moves from the target's own feature to the source's: [K] floats.
+
+        ``strength`` on the branches of ``aus`` (all AUs when None), 0 on the others.
+        """
+        if (
+            isinstance(strength, bool)
+            or not isinstance(strength, (int, float))
+            or not math.isfinite(strength)
+        ):
+            raise ValueError(f"strength must be a finite number, got {strength!r}")
+        if strength < 0:
+            raise ValueError(
+                f"strength must be >= 0 (0: the target's own expression, 1: the source's), got {strength}"
+            )
+        if aus is None:
+            selected = set(self.aus)
+        else:
+            selected = set(self.check_aus(aus))
+        if not self.multi_branch:
+            if selected != set(self.aus):
+                raise ValueError(
+                    f"selective transfer (aus={sorted(selected)}) needs one Er branch per AU, but this "
+                    f"model is EET-Single (variant {self.variant!r}) with one branch for all AUs; "
+                    "transfer all AUs (aus=None) and use strength instead"
+                )
+            return torch.full((1,), float(strength), device=self.device)
+        return torch.tensor(
+            [float(strength) if au in selected else 0.0 for au in self.aus], device=self.device
+        )
+
+    @staticmethod
+    def mix_au_related(own: torch.Tensor, other: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """f_r = (1/K) sum_i ((1 - w_i) f_{r_i}^own + w_i f_{r_i}^other) (eq. 6 with per-branch weights).
+
+        ``own``/``other`` are per-branch features [B, K, C, 4, 4]; ``weights`` is [K]. All weights 0 give
+        the own f_r, all 1 the other's: the plain swap.
+        """
+        w = weights.to(own.dtype).view(1, -1, 1, 1, 1)
+        return ((1 - w) * own + w * other).mean(dim=1)
 
     @torch.no_grad()
     def decode(self, au_related: torch.Tensor, au_free: torch.Tensor) -> torch.Tensor:
         """G(f_r, f_f): images [B, 3, S, S] in [-1, 1]."""
         return self.generator(au_related.to(self.device), au_free.to(self.device))
 
-    @torch.no_grad()
-    def predict_aus(self, images: torch.Tensor) -> torch.Tensor:
-        """AU intensities in [0, l] read by Er, [B, m] in the order of ``self.aus``."""
-        _, au_pred = self.au_related_encoder(self.encoder(self._check(images, "images")))
-        return au_pred * self.arch.max_intensity
+    # ------------------------------------------------------------------ what users call
 
     @torch.no_grad()
-    def transfer(self, image_a: torch.Tensor, image_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A with B's expression, B with A's expression); tensors [B, 3, S, S] (or [3, S, S]) in [-1, 1]."""
-        single = image_a.dim() == 3
-        a, b = self._check(image_a, "image_a"), self._check(image_b, "image_b")
+    def predict_aus(self, images: ImageInput) -> torch.Tensor:
+        """AU intensities in [0, l] read by Er, [B, m] in the order of ``self.aus`` ([m] for one image).
+
+        On the input tensor's device; on the CPU for PIL images, arrays and paths.
+        """
+        x, _ = self._prepare(images, "images")
+        _, au_pred = self.au_related_encoder(self.encoder(x))
+        au = au_pred * self.arch.max_intensity
+        device = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
+        single = _is_single(images)
+        return (au[0] if single else au).to(device)
+
+    @torch.no_grad()
+    def transfer(
+        self,
+        image_a: ImageInput,
+        image_b: ImageInput,
+        aus: Iterable[int] | None = None,
+        strength: float = 1.0,
+    ) -> tuple[Any, Any]:
+        """(A with B's expression, B with A's expression), each of the kind its input was given as.
+
+        Args:
+            image_a, image_b: as many images on each side (see the module docstring for the kinds).
+            aus: move only these AUs' expression (selective transfer): their Er branch features are taken
+                from the other image before averaging (eq. 6), the others stay the image's own. None: all.
+                An empty list gives the self-reconstructions. Needs a multi-branch (EET) model.
+            strength: graded transfer; each moved branch feature is (1 - strength) * own + strength *
+                other's: 0 keeps the own expression, 1 is the plain swap, above 1 exaggerates.
+        """
+        weights = self.branch_weights(aus, strength)
+        a, restore_a = self._prepare(image_a, "image_a")
+        b, restore_b = self._prepare(image_b, "image_b")
         if a.shape[0] != b.shape[0]:
             raise ValueError(
                 f"image_a and image_b must hold as many images, got {a.shape[0]} and {b.shape[0]}"
             )
-        fr, ff = self.encode(torch.cat([a, b]))
-        fr_a, fr_b = fr.chunk(2)
-        ff_a, ff_b = ff.chunk(2)
-        out_a, out_b = self.decode(torch.cat([fr_b, fr_a]), torch.cat([ff_a, ff_b])).chunk(2)
-        return (out_a[0], out_b[0]) if single else (out_a, out_b)
+        feature = self.encoder(torch.cat([a, b]))
+        branches, _ = self.au_related_encoder.forward_branches(feature)
+        ff_a, ff_b = self.au_free_encoder(feature).chunk(2)
+        br_a, br_b = branches.chunk(2)
+        fr_a = self.mix_au_related(br_a, br_b, weights)  # A's own, moved towards B's
+        fr_b = self.mix_au_related(br_b, br_a, weights)
+        out_a, out_b = self.decode(torch.cat([fr_a, fr_b]), torch.cat([ff_a, ff_b])).chunk(2)
+        return restore_a(out_a), restore_b(out_b)
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """Self-reconstruction G(f_r, f_f) of each image."""
-        return self.decode(*self.encode(images))
+    def reconstruct(self, images: ImageInput) -> Any:
+        """Self-reconstruction G(f_r, f_f) of each image, of the kind it was given as."""
+        x, restore = self._prepare(images, "images")
+        feature = self.encoder(x)
+        au_related, _ = self.au_related_encoder(feature)
+        return restore(self.decode(au_related, self.au_free_encoder(feature)))
+
+
+def _from_uint8(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
+    x = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device)  # a copy: inputs may be read-only
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _is_single(images: ImageInput) -> bool:
+    """Whether an input is one image (as opposed to a batch or a list)."""
+    if isinstance(images, torch.Tensor):
+        return images.dim() == 3
+    if isinstance(images, np.ndarray):
+        return images.ndim != 4
+    return not isinstance(images, (list, tuple))
+
+
+def _as_kind(image: np.ndarray, kind: str) -> Image.Image | np.ndarray:
+    return Image.fromarray(image) if kind == "pil" else image

@@ -33,6 +33,7 @@ class ArchConfig:
     translation_norm: Literal["in", "bn"] = "in"
     spectral_norm: bool = True  # spectral norm on every conv/deconv of Ef, Er, G, Du, Dd, Dsc, Dg
     au_encoder_spectral_norm: bool = True  # may switch it off for Er alone (see configs/synthetic.yaml)
+    generator_spectral_norm: bool = True  # may switch it off for G alone (see configs/synthetic.yaml)
     min_channels: int = 8  # floor for scaled channel counts
 
     def __post_init__(self) -> None:

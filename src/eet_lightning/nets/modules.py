@@ -122,12 +122,13 @@ class Generator(nn.Module):
         super().__init__()
         self.feat_channels = arch.ch(ENCODER_LEVELS[-1])
         levels = GENERATOR_LEVELS[: len(GENERATOR_LEVELS) - arch.dropped_levels]
+        sn = arch.spectral_norm and arch.generator_spectral_norm
         blocks, in_ch = [], 2 * self.feat_channels
         for out in levels:
-            blocks.append(UpResBlock(in_ch, arch.ch(out), sn=arch.spectral_norm, norm=arch.translation_norm))
+            blocks.append(UpResBlock(in_ch, arch.ch(out), sn=sn, norm=arch.translation_norm))
             in_ch = arch.ch(out)
         self.blocks = nn.Sequential(*blocks)
-        self.to_rgb = deconv(in_ch, 3, 1, 1, 0, 0, arch.spectral_norm)
+        self.to_rgb = deconv(in_ch, 3, 1, 1, 0, 0, sn)
 
     def forward(self, au_related: torch.Tensor, au_free: torch.Tensor) -> torch.Tensor:
         check_shape(au_related, self.feat_channels, 4, "Generator (G) AU-related input f_r")
