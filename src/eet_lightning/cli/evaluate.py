@@ -71,15 +71,18 @@ def _dataset_name(data: Any) -> str:
 
 
 def _real_faces(data: Any) -> P.FaceSet:
-    data.setup("test")
+    """The test split as a `FaceSet`: labels from ``test_labels()`` (the manifest DataModules read them
+    off the manifest, decoding no image) and images by row from ``load_test_images``; a DataModule with
+    only a ``test_images()`` dataset of single sample dicts is read through once instead."""
+    if callable(getattr(data, "test_labels", None)) and callable(getattr(data, "load_test_images", None)):
+        return P.FaceSet.from_labels(data.test_labels(), data.load_test_images)
     getter = getattr(data, "test_images", None)
-    if getter is None and callable(getattr(data, "table", None)):  # the manifest DataModules
-        return P.FaceSet.from_samples(data.table("test", augment=False))
     if getter is None:
         raise EvaluateError(
-            f"{type(data).__name__} does not expose its test images (a test_images() dataset of single "
-            f"sample dicts), which the real-data protocols read"
+            f"{type(data).__name__} does not expose its test split: the real-data protocols read "
+            f"test_labels() with load_test_images(rows), or a test_images() dataset of single sample dicts"
         )
+    data.setup("test")
     return P.FaceSet.from_samples(getter() if callable(getter) else getter)
 
 
@@ -107,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generated", help="folder of another method's images for the written pair lists")
     p.add_argument("--generated-name", default="other", help="name of that method in the tables")
     p.add_argument("--pairs", type=int, default=200, help="synthetic data: held-out pairs to draw")
+    p.add_argument(
+        "--identity-pairs",
+        type=int,
+        help="identity protocol: same- and as many different-subject pairs (default: the paper's count, "
+        "20000 DISFA, 5000 RaFD; fewer for a quick look)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the pair lists")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--examples", type=int, default=6, help="pairs in examples.png")
@@ -200,7 +209,11 @@ class _Run:
             raise EvaluateError(
                 f"the checkpoint predicts AUs {model.aus}, the config's data has {data.info.aus}"
             )
-        settings = P.PAPER_SETTINGS.get(name, P.PAPER_SETTINGS["folder"])
+        settings = dict(P.PAPER_SETTINGS.get(name, P.PAPER_SETTINGS["folder"]))
+        if a.identity_pairs is not None:
+            if a.identity_pairs < 1:
+                raise EvaluateError(f"--identity-pairs must be >= 1, got {a.identity_pairs}")
+            settings["identity_pairs"] = a.identity_pairs
         truth = None
         if name == "synthetic":
             faces, expression_pairs, truth = synthetic_faces(data, a.pairs, a.seed)
@@ -303,6 +316,7 @@ class _Run:
             "aus": model.aus,
             "seed": a.seed,
             "protocols": protocols,
+            "settings": settings,
         }
         if a.export_openface and "expression" in pairs:
             results["openface_export"] = str(

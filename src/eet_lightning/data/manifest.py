@@ -194,6 +194,25 @@ def read_manifest(path: str | Path, aus: Sequence[int]) -> Manifest:
 # Datasets
 
 
+@dataclass
+class SplitLabels:
+    """The labels of some manifest rows, read from the manifest alone (no image is decoded): what an
+    evaluation protocol needs to draw its pairs. Row k is the k-th row of the split, in manifest order,
+    the same order as `FaceTable` indices."""
+
+    paths: list[str]  # crop path relative to the prepared folder
+    subjects: list[str]  # subject id as the dataset names it
+    identity: np.ndarray  # int64 [N] identity class (training subjects 0..n-1, held-out people after)
+    pose: np.ndarray  # int64 [N] pose class (index into the training yaws)
+    yaw: np.ndarray  # int64 [N] camera yaw in degrees
+    aus: np.ndarray  # float32 [N, m] AU intensities in [0, 5]
+    gaze: np.ndarray | None  # int64 [N] class of GAZES, None unless every row has one
+    emotion: np.ndarray | None  # int64 [N] class of EMOTIONS, None unless every row has one
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
 class FaceTable:
     """Some rows of a manifest as tensors ready for sampling, with one image transform.
 
@@ -215,6 +234,8 @@ class FaceTable:
         self.root = manifest.path.parent
         self.with_paths = with_paths
         self.paths = [manifest.paths[r] for r in rows]
+        self.subjects = [manifest.subjects[r] for r in rows]
+        self.yaw = np.asarray([int(manifest.poses[r]) for r in rows], dtype=np.int64)
         self.identity = np.asarray([identities[manifest.subjects[r]] for r in rows], dtype=np.int64)
         pose_index = {int(p): k for k, p in enumerate(pose_values)}
         # poses never seen in training (a test-only yaw) fall back to the nearest training yaw
@@ -236,6 +257,26 @@ class FaceTable:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def labels(self) -> SplitLabels:
+        """Every row's labels without decoding an image."""
+        return SplitLabels(
+            paths=list(self.paths),
+            subjects=list(self.subjects),
+            identity=self.identity.copy(),
+            pose=self.pose.copy(),
+            yaw=self.yaw.copy(),
+            aus=self.aus.numpy().copy(),
+            gaze=None if self.gaze is None else self.gaze.copy(),
+            emotion=None if self.emotion is None else self.emotion.copy(),
+        )
+
+    def images(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The un-augmented images of some rows: [n, 3, H, W] in [-1, 1]."""
+        idx = [int(k) for k in np.asarray(indices).reshape(-1)]
+        if not idx:
+            return torch.zeros(0, 3, self.image_size, self.image_size)
+        return torch.stack([self.sample(k, augment=False)["image"] for k in idx])
 
     def sample(self, k: int, augment: bool) -> dict[str, Any]:
         import cv2

@@ -16,6 +16,7 @@ from eet_lightning.data.manifest import (
     FaceTable,
     FixedPairs,
     ManifestError,
+    SplitLabels,
     TrainPairs,
     read_manifest,
     read_summary,
@@ -127,6 +128,7 @@ class ManifestDataModule(EETDataModule):
         self._train_rows, self._test_rows = train, test
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._test_table: FaceTable | None = None
 
     @property
     def info(self) -> DataInfo:
@@ -141,6 +143,23 @@ class ManifestDataModule(EETDataModule):
         rows = self._train_rows if split == "train" else self._test_rows
         transform = build_augmentation(self.hparams.mirror, self.hparams.color_jitter) if augment else None
         return FaceTable(self.manifest, rows, self.identities, self.pose_values, transform, self.image_size)
+
+    def labels(self, split: str) -> SplitLabels:
+        """Identity, subject, pose, gaze, emotion, AUs and path of every row of a split, read from the
+        manifest without decoding an image (row k is image k of ``table(split, augment=False)``)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        return self.table(split, augment=False).labels()
+
+    def test_labels(self) -> SplitLabels:
+        """`labels` of the test split: what eet-evaluate's protocols draw their pairs from."""
+        return self.labels("test")
+
+    def load_test_images(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Un-augmented test images by row of `test_labels`: [n, 3, H, W] in [-1, 1]."""
+        if self._test_table is None:
+            self._test_table = self.table("test", augment=False)
+        return self._test_table.images(indices)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:

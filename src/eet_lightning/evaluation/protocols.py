@@ -46,6 +46,13 @@ PAPER_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [n, H, W, 3] -> float [n, 3, H, W] in [-1, 1], contiguous: a permuted (channels-last) batch
+    takes other convolution kernels, so the same pixels would score differently by a few ulp depending on
+    whether they came from the dataset or from a --generated folder."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(127.5).sub(1.0)
+
+
 @dataclass
 class FaceSet:
     """Test images a protocol draws from: labels in memory, images loaded by index on demand."""
@@ -72,14 +79,32 @@ class FaceSet:
         """From uint8 images [N, H, W, 3] in memory (the synthetic faces, small test sets)."""
 
         def load(idx: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(images[np.asarray(idx)]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            return _to_tensor(images[np.asarray(idx)])
 
         return cls(np.asarray(identity, dtype=np.int64), list(names), load, aus, gaze)
 
     @classmethod
+    def from_labels(cls, labels: Any, load: Callable[[np.ndarray], torch.Tensor]) -> FaceSet:
+        """From labels read without decoding an image (``identity`` [N], ``paths`` [N] and where known
+        ``aus`` [N, m], ``gaze`` [N]; a manifest DataModule's ``test_labels()``) and a loader of images by
+        row (its ``load_test_images``): the real-data protocols. Images are only read when scored."""
+        identity = np.asarray(labels.identity, dtype=np.int64).reshape(-1)
+        n = len(identity)
+        if n == 0:
+            raise ProtocolError("the test split has no images")
+        names = [str(p) for p in labels.paths]
+        aus = None if getattr(labels, "aus", None) is None else np.asarray(labels.aus, dtype=np.float32)
+        gaze = None if getattr(labels, "gaze", None) is None else np.asarray(labels.gaze, dtype=np.int64)
+        for what, value in (("paths", names), ("aus", aus), ("gaze", gaze)):
+            if value is not None and len(value) != n:
+                raise ProtocolError(f"the test labels have {n} identities but {len(value)} {what}")
+        return cls(identity, names, load, aus, gaze)
+
+    @classmethod
     def from_samples(cls, dataset: Any) -> FaceSet:
         """From a map-style dataset whose items are single sample dicts (``image``, ``identity`` and where
-        known ``aus``, ``gaze``, ``path``): the test split of a real-data DataModule."""
+        known ``aus``, ``gaze``, ``path``). This decodes every image once to collect the labels: a
+        DataModule with ``test_labels()`` and ``load_test_images()`` uses `from_labels` instead."""
         meta = [dataset[i] for i in range(len(dataset))]
         if not meta or "image" not in meta[0] or "identity" not in meta[0]:
             raise ProtocolError("the test set must yield sample dicts with 'image' and 'identity'")
@@ -241,7 +266,7 @@ def load_generated(folder: Path, protocol: str, rows: np.ndarray, size: int) -> 
                 images.append(np.asarray(im))
         except OSError as err:
             raise ProtocolError(f"--generated: cannot read {path} ({err})") from err
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return _to_tensor(np.stack(images))
 
 
 # --------------------------------------------------------------------------------------------------
