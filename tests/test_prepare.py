@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def test_prepare_writes_crops_manifest_and_summary(prepared: dict[str, Path], da
         assert (len(train), len(test)) == (n_train, n_test)
         assert not train & test  # subject-disjoint
     assert not list(out.rglob("*.tmp")) and not (out / ".eet-prepare").exists()
+    # atomic writes go through private temporary files; the outputs get a plain file's mode
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (out / rows[0]["path"], out / "summary.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
 def test_disfa_labels_and_split_follow_the_download(prepared: dict[str, Path], raw: Path) -> None:

@@ -34,7 +34,13 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from eet_lightning.data.faces import Detection, FaceAligner, FaceAlignment, align_to_template, warp_back  # noqa: E402
-from eet_lightning.data.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_rgb, write_image_atomic  # noqa: E402
+from eet_lightning.data.images import (  # noqa: E402
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    read_rgb,
+    usual_permissions,
+    write_image_atomic,
+)
 from eet_lightning.model import EETModel  # noqa: E402
 
 PROG = "eet-transfer"
@@ -393,7 +399,6 @@ class Runner:
     def write_photo(self, path: Path, photo_path: Path, face: FaceAlignment, edited: np.ndarray) -> None:
         image = edited if self.args.crop_only else paste_face(read_rgb(photo_path), edited, face.matrix)
         write_image_atomic(path, image)
-        _usual_permissions(path)
         self.written.append(path)
 
     # ---- videos
@@ -501,21 +506,13 @@ class Runner:
                         writer.write(np.ascontiguousarray(image[:h2, :w2, ::-1]))
                     bar.update(count)
             writer.release()
-            _usual_permissions(tmp)
+            usual_permissions(tmp)
             os.replace(tmp, out_path)
         except BaseException:
             writer.release()
             tmp.unlink(missing_ok=True)
             raise
         self.written.append(out_path)
-
-
-def _usual_permissions(path: Path) -> None:
-    """Atomic writes go through private temporary files (mode 0600); give outputs the mode a plain
-    ``open()`` would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _device(name: str) -> torch.device:
