@@ -23,16 +23,20 @@ test-fast: ## the test suite without the slow end-to-end runs
 	$(BIN)/python -m pytest -q -m "not slow and not ddp"
 
 lint: ## ruff check + format check
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
 
 format: ## apply ruff's formatting and fixes
-	$(BIN)/ruff format src tests scripts
-	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts benchmarks
+	$(BIN)/ruff check --fix src tests scripts benchmarks
 
 quickstart: ## train EET on the built-in synthetic faces (CPU, ~15 min), then score it against ground truth
 	$(BIN)/eet-fit --config configs/synthetic.yaml --run_dir runs/synthetic --resume true
 	$(BIN)/python scripts/score_synthetic.py --ckpt runs/synthetic/stage2/last.ckpt --config runs/synthetic/config.yaml --out runs/synthetic/score.json
+
+.PHONY: bench
+bench: ## speed and memory against this machine's matmul rate -> runs/bench.json (CPU: < 10 min); BENCH_ARGS=...
+	$(BIN)/python benchmarks/bench.py --out runs/bench.json $(BENCH_ARGS)
 
 clean: ## remove run folders and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache
