@@ -31,6 +31,16 @@ def test_fit_writes_checkpoints_grid_and_config(tiny_run: Path) -> None:
     assert "train/L_u_swap" in metrics and "val/swap_truth_l1" in metrics
 
 
+def test_each_stage_may_set_its_own_batch_size(tiny_config: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--config", str(tiny_config), "--run_dir", str(run), "--stage1.limit_train_batches", "1.0"]
+    args += ["--stage2.limit_train_batches", "1.0", "--stage1.batch_size", "8", "--stage2.batch_size", "2"]
+    assert main(args) == 0
+    # 16 training pairs an epoch: 2 batches of 8 in stage 1, 8 batches of 2 in stage 2 (2 steps each)
+    assert _ckpt(run / "stage1" / "last.ckpt")["global_step"] == 2
+    assert _ckpt(run / "stage2" / "last.ckpt")["global_step"] == 16
+
+
 def test_stage2_checkpoint_is_self_contained(tiny_run: Path, tmp_path: Path) -> None:
     # Move the stage-1 file away: loading stage 2 must not need it.
     ckpt = tmp_path / "alone.ckpt"

@@ -49,6 +49,7 @@ class StageSchedule:
     max_steps: int = -1  # stop early after this many steps (-1: no limit)
     checkpoint_every_n_epochs: int = 5  # periodic checkpoints besides last.ckpt
     limit_train_batches: float | int | None = None  # fraction or count of batches per epoch
+    batch_size: int | None = None  # pairs per device per step in this stage (None: data.batch_size)
 
 
 @dataclass
@@ -202,6 +203,17 @@ def _first_reason(message: str) -> str:
 def _check_schedule(name: str, sched: StageSchedule) -> None:
     if sched.max_epochs < 1:
         raise FitError(f"{name}.max_epochs must be >= 1, got {sched.max_epochs}")
+    if sched.batch_size is not None and sched.batch_size < 1:
+        raise FitError(f"{name}.batch_size must be >= 1 (or null for data.batch_size), got {sched.batch_size}")
+
+
+def _use_batch_size(data: EETDataModule, sched: StageSchedule, default: int | None) -> None:
+    """The DataModules build their loaders from ``hparams.batch_size``; a stage may set its own."""
+    if default is None:
+        if sched.batch_size is not None:
+            raise FitError(f"{type(data).__name__} has no batch_size to set per stage")
+        return
+    data.hparams.batch_size = sched.batch_size if sched.batch_size is not None else default
 
 
 def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
@@ -254,8 +266,10 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     if hasattr(data, "write_previews"):
         written.update(data.write_previews(run_dir))
 
+    data_batch_size = getattr(data.hparams, "batch_size", None)
     if "1" in stages:
         pl.seed_everything(cfg.seed_everything, workers=True)
+        _use_batch_size(data, s1, data_batch_size)
         module1 = Stage1Module(
             **common,
             lr=s1.lr,
@@ -268,6 +282,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
 
     if "2" in stages:
         pl.seed_everything(cfg.seed_everything + 1, workers=True)
+        _use_batch_size(data, s2, data_batch_size)
         module2 = Stage2Module(
             **common,
             stage1_ckpt=str(stage1_ckpt),
