@@ -204,7 +204,9 @@ def _check_schedule(name: str, sched: StageSchedule) -> None:
     if sched.max_epochs < 1:
         raise FitError(f"{name}.max_epochs must be >= 1, got {sched.max_epochs}")
     if sched.batch_size is not None and sched.batch_size < 1:
-        raise FitError(f"{name}.batch_size must be >= 1 (or null for data.batch_size), got {sched.batch_size}")
+        raise FitError(
+            f"{name}.batch_size must be >= 1 (or null for data.batch_size), got {sched.batch_size}"
+        )
 
 
 def _use_batch_size(data: EETDataModule, sched: StageSchedule, default: int | None) -> None:
