@@ -1,0 +1,113 @@
+"""benchmarks/bench.py (`make bench`): the JSON it writes, and that its stage steps train what Lightning's do.
+
+No timing is asserted here: speed is measured by the benchmark, not by tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("eet_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _positive(row: dict, *keys: str) -> None:
+    for key in keys:
+        value = row[key]
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, row)
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(BENCH), "--quick", "--threads", "1", "--configs", "tiny", "--device", "cpu"]
+    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fp32 matmul" in proc.stdout and "stage2" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def test_bench_json_has_every_section(tiny_bench: dict) -> None:
+    machine = tiny_bench["machine"]
+    assert machine["device"] == "cpu" and machine["threads"] == 1
+    assert {"load_start", "load_end", "torch", "cpu_count"} <= set(machine)
+    assert tiny_bench["memory_measure"]
+    ref = tiny_bench["reference"]
+    _positive(ref, "matmul_fp32_gflops", "matmul_bf16_gflops")
+    assert ref["fp32"]["size"] == ref["bf16"]["size"] == 2048
+
+
+def test_bench_inference_rows(tiny_bench: dict) -> None:
+    rows = {(r["batch_pairs"], r["variant"]): r for r in tiny_bench["inference"]}
+    assert set(rows) == {(b, v) for b in (1, 2) for v in ("fp32", "channels_last", "bf16")}
+    for (_, variant), row in rows.items():
+        if "error" in row:  # a variant the library cannot run yet is reported, never silently dropped
+            assert variant != "fp32" and row["error"]
+            continue
+        _positive(row, "seconds", "images_per_s", "gflop", "gflops_per_s", "ratio_to_fp32_matmul")
+        assert row["peak_mb"] >= 0
+        ref = tiny_bench["reference"]["matmul_fp32_gflops"]
+        assert row["ratio_to_fp32_matmul"] == pytest.approx(row["gflops_per_s"] / ref)
+        assert row["images_per_s"] == pytest.approx(2 * row["batch_pairs"] / row["seconds"])
+    # FLOPs are counted, and a swap's cost grows with the batch exactly
+    assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-6)
+    # channels-last computes the same swaps
+    assert rows[(2, "channels_last")]["max_abs_diff_vs_fp32"] < 1e-4
+    bf16 = rows[(2, "bf16")]
+    if "error" not in bf16:
+        assert bf16["max_abs_diff_vs_fp32"] < 0.5
+
+
+def test_bench_training_and_data_rows(tiny_bench: dict) -> None:
+    rows = {r["stage"]: r for r in tiny_bench["training"]}
+    assert set(rows) == {1, 2}
+    for row in rows.values():
+        _positive(row, "seconds", "images_per_s", "pairs_per_s", "gflop", "gflops_per_s", "peak_mb")
+        assert row["batch_pairs"] == 2 and row["config"] == "tiny"
+    # stage 2 runs two rounds through G and two discriminators on top of the encoders
+    assert rows[2]["gflop"] > 2 * rows[1]["gflop"]
+    data = {r["source"]: r for r in tiny_bench["data"]}
+    assert set(data) == {"synthetic", "manifest"}
+    for row in data.values():
+        _positive(row, "pairs_per_s")
+    step = rows[2]["pairs_per_s"]
+    assert data["synthetic"]["ratio_to_stage2_step"] == pytest.approx(data["synthetic"]["pairs_per_s"] / step)
+    assert data["manifest"]["ratio_to_stage2_step"] is None  # its config (paper) was not measured
+
+
+def test_bench_steps_update_what_training_updates() -> None:
+    bench = _load_bench()
+    cfg = bench.bench_configs(paper_train_batch=2, infer_batch=2)["tiny"]
+    device = torch.device("cpu")
+    step = bench.stage2_step(cfg, device, channels_last=False)
+    module = step.module
+    # parameters only: forward passes alone move batch-norm statistics and spectral-norm vectors
+    before = {k: v.detach().clone() for k, v in module.named_parameters()}
+    step()
+    changed = {k.split(".")[0] for k, v in module.named_parameters() if not torch.equal(v, before[k])}
+    # the generator step (Ef, Er, G) and the discriminator step (Dg, Dsc, and Du/Dd as the quick start
+    # keeps training them) both ran; E and C are frozen
+    assert {"au_free_encoder", "au_related_encoder", "generator", "image_discriminator"} <= changed
+    assert {"swap_discriminator", "au_discriminator", "identity_discriminator"} <= changed
+    assert not {"encoder", "attribute_classifier"} & changed
+    step1 = bench.stage1_step(cfg, device, channels_last=False)
+    before = [p.clone() for p in step1.module.encoder.parameters()]
+    step1()
+    assert any(not torch.equal(p, q) for p, q in zip(step1.module.encoder.parameters(), before))
