@@ -166,3 +166,14 @@ def test_spectral_norm_matches_torch_and_pickles() -> None:
     clone = pickle.loads(pickle.dumps(ours))
     torch.testing.assert_close(clone(x), ours(x))
     assert set(ours.state_dict()) == {"weight", "bias", "sn_u", "sn_v"}
+
+
+def test_spectral_norm_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    a = ArchConfig(image_size=64, width=0.125, num_identities=3, num_poses=1)
+    g = Generator(a).eval()
+    fr, ff = torch.randn(2, a.ch(1024), 4, 4), torch.randn(2, a.ch(1024), 4, 4)
+    full = g(fr, ff)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = g(fr, ff)
+    assert low.shape == full.shape and (low.float() - full).abs().max() < 0.05

@@ -48,9 +48,11 @@ class _SpectralNormMixin:
                 u = F.normalize(mat @ v, dim=0, eps=1e-12)
                 self.sn_u.copy_(u)
                 self.sn_v.copy_(v)
-        # clones: the next forward updates the buffers in place, which must not touch this graph
-        sigma = torch.dot(self.sn_u.clone(), mat @ self.sn_v.clone())
-        return self.weight / sigma
+        # clones: the next forward updates the buffers in place, which must not touch this graph.
+        # sigma in fp32 even under autocast (bf16/fp16 matmuls would mix dtypes and lose precision).
+        with torch.autocast(mat.device.type, enabled=False):
+            sigma = torch.dot(self.sn_u.clone().float(), mat.float() @ self.sn_v.clone().float())
+        return self.weight / sigma.to(self.weight.dtype)
 
 
 class SNConv2d(_SpectralNormMixin, nn.Conv2d):
