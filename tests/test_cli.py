@@ -109,7 +109,7 @@ def test_bundled_config_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"].endswith("SyntheticDataModule")
-    assert printed["model"]["loss_weights"]["lambda_u_swap"] == 20.0
+    assert printed["stage2"]["batch_size"] == 8 and printed["model"]["channels_last"] is True
 
 
 @pytest.mark.parametrize(
