@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass
@@ -34,3 +36,30 @@ class EETDataModule(pl.LightningDataModule):
     @property
     def image_size(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # The subclasses keep ``batch_size`` and ``num_workers`` in ``hparams`` and set ``train_set`` and
+    # ``val_set`` in ``setup``; the loaders below are then shared.
+    train_set: Dataset
+    val_set: Dataset
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            # a training set smaller than one batch still gives one (short) batch
+            drop_last=shuffle and len(dataset) >= self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

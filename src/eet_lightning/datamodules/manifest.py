@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from eet_lightning.aus import DISFA_AUS, validate_aus
 from eet_lightning.data.manifest import (
@@ -168,28 +168,6 @@ class ManifestDataModule(EETDataModule):
             self.val_set = FixedPairs(
                 self.table("test", augment=False), self.hparams.val_pairs, self.hparams.seed
             )
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        drop_last = shuffle and len(dataset) >= self.hparams.batch_size
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
 
     def occurrence_rates(self) -> np.ndarray:
         """Share of training faces with each AU above (l - 1) / 2 (the occurrences behind eq. 5)."""
