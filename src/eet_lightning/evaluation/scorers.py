@@ -78,11 +78,24 @@ def _flatten_pairs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
 class _Scorer(pl.LightningModule):
     kind = ""
 
-    def __init__(self, image_size: int, width: int, lr: float, weight_decay: float) -> None:
+    def __init__(self, image_size: int, width: int, lr: float, weight_decay: float, outputs: int) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"scorer lr must be positive, got {lr}")
         self.backbone = ScorerBackbone(image_size, width)
+        self.head = nn.Linear(self.backbone.out_features, outputs)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def _cross_entropy_step(self, batch: dict[str, Any], label: str) -> torch.Tensor:
+        """Training step of the classifiers: cross-entropy on the ``label`` of every image of the pairs."""
+        x = _flatten_pairs(batch)
+        if label not in x:
+            raise ScorerError(f"the {self.kind} scorer needs a dataset with {label} labels")
+        loss = F.cross_entropy(self(self._augment(x["image"])), x[label].long())
+        self.log(f"train/{label}_ce", loss, prog_bar=True, batch_size=len(x[label]))
+        return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["eet_scorer"] = self.kind
@@ -116,10 +129,9 @@ class AUEstimator(_Scorer):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
-        super().__init__(image_size, width, lr, weight_decay)
+        super().__init__(image_size, width, lr, weight_decay, len(aus))
         self.save_hyperparameters()
         self.aus = [int(a) for a in aus]
-        self.head = nn.Linear(self.backbone.out_features, len(self.aus))
         self.val_icc = ICC31(len(self.aus))
         self.val_mse = AUIntensityMSE(len(self.aus))
 
@@ -163,24 +175,15 @@ class GazeClassifier(_Scorer):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
-        super().__init__(image_size, width, lr, weight_decay)
+        super().__init__(image_size, width, lr, weight_decay, num_classes)
         self.save_hyperparameters()
-        self.head = nn.Linear(self.backbone.out_features, num_classes)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
 
     @torch.no_grad()
     def predict_gaze(self, images: torch.Tensor) -> torch.Tensor:
         return self(images.to(self.device, torch.float32)).argmax(1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        x = _flatten_pairs(batch)
-        if "gaze" not in x:
-            raise ScorerError("the gaze classifier needs a dataset with gaze labels")
-        loss = F.cross_entropy(self(self._augment(x["image"])), x["gaze"].long())
-        self.log("train/gaze_ce", loss, prog_bar=True, batch_size=len(x["gaze"]))
-        return loss
+        return self._cross_entropy_step(batch, "gaze")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = _flatten_pairs(batch)
@@ -202,22 +205,15 @@ class IdentityNet(_Scorer):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
     ) -> None:
-        super().__init__(image_size, width, lr, weight_decay)
+        super().__init__(image_size, width, lr, weight_decay, num_identities)
         self.save_hyperparameters()
-        self.head = nn.Linear(self.backbone.out_features, num_identities)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone(images.to(self.device, torch.float32)), dim=1)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        x = _flatten_pairs(batch)
-        loss = F.cross_entropy(self(self._augment(x["image"])), x["identity"].long())
-        self.log("train/identity_ce", loss, prog_bar=True, batch_size=len(x["identity"]))
-        return loss
+        return self._cross_entropy_step(batch, "identity")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         pass  # validation subjects are unseen: verification is measured by the identity protocol
