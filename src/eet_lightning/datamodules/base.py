@@ -22,20 +22,23 @@ class DataInfo:
 
 
 class EETDataModule(pl.LightningDataModule):
-    """Base class: subclasses implement `info` (cheap, available right after __init__) and the loaders.
+    """Base class: subclasses set ``_info`` in __init__ (so `info` is cheap and available at once), keep
+    ``image_size``, ``batch_size`` and ``num_workers`` in ``hparams`` and set the datasets in ``setup``.
 
     Batches are ``{"a": sample, "b": sample}`` where the two sides come from different subjects and
     each sample is a dict with ``image`` [B, 3, H, W] in [-1, 1], ``aus`` [B, m] in [0, l],
     ``identity`` [B], ``pose`` [B] and, where known, ``gaze`` and ``emotion``.
     """
 
-    @property
-    def info(self) -> DataInfo:  # pragma: no cover - abstract
-        raise NotImplementedError
+    _info: DataInfo  # set by the subclass's __init__, from its training split
 
     @property
-    def image_size(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def info(self) -> DataInfo:
+        return self._info
+
+    @property
+    def image_size(self) -> int:
+        return int(self.hparams.image_size)
 
     # The subclasses keep ``batch_size`` and ``num_workers`` in ``hparams`` and set ``train_set`` and
     # ``val_set`` in ``setup``; the loaders below are then shared.

@@ -130,14 +130,6 @@ class ManifestDataModule(EETDataModule):
         self.val_set: Dataset | None = None
         self._test_table: FaceTable | None = None
 
-    @property
-    def info(self) -> DataInfo:
-        return self._info
-
-    @property
-    def image_size(self) -> int:
-        return int(self.hparams.image_size)
-
     def table(self, split: str, augment: bool) -> FaceTable:
         """The rows of one split as a `FaceTable` (labels mapped to the training classes)."""
         rows = self._train_rows if split == "train" else self._test_rows

@@ -212,14 +212,6 @@ class SyntheticDataModule(EETDataModule):
         self.train_set: _TrainPairs | None = None
         self.val_set: _FixedPairs | None = None
 
-    @property
-    def info(self) -> DataInfo:
-        return self._info
-
-    @property
-    def image_size(self) -> int:
-        return int(self.hparams.image_size)
-
     # ----------------------------------------------------------------------------------------------
 
     def _cached(self, name: str, key: dict, render) -> np.ndarray:
