@@ -1,15 +1,17 @@
 """The speed benchmark of issue 6: every figure as a ratio to this machine's own matmul rate.
 
     python benchmarks/bench.py [--device auto] [--quick] [--only inference,training] [--configs quick]
-                               [--threads 2] [--variants fp32,channels_last,bf16] [--out runs/bench.json]
+                               [--threads 2] [--variants fp32,fused,fused_cl,...] [--out runs/bench.json]
 
 In one run, on the machine it runs on, it measures
 
 - reference: fp32 and bf16 matmul GFLOP/s at 2048 x 2048 (the best of several repeats after a warm-up);
 - inference: `EETModel.transfer` on one pair and on a batch of pairs, at the paper config (256 px,
   width 1, configs/disfa.yaml) and at the quick-start config (configs/synthetic.yaml), in images per second
-  (a pair gives two swapped images), achieved GFLOP/s and the ratio to the fp32 matmul rate; optionally in
-  channels-last memory format and under bf16 autocast, with the max abs output difference against fp32;
+  (a pair gives two swapped images), achieved GFLOP/s and the ratio to the fp32 matmul rate; the
+  straightforward training form ("fp32") beside the inference form EETModel loads ("fused": spectral and
+  batch norm folded, Er's branches grouped), each also in channels-last memory format, and the fused
+  channels-last form under bf16 autocast, with the max abs output difference against "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
   without a Trainer; the paper config at batch 2, the quick-start config at its batch 16;
@@ -64,7 +66,10 @@ import data_throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("reference", "inference", "training", "data")
-VARIANTS = ("fp32", "channels_last", "bf16")
+# Inference forms, each against the straightforward one ("fp32": the training form, contiguous tensors):
+# "fused" is what EETModel.load_from_checkpoint gives (spectral and batch norm folded, Er's branches as
+# grouped convolutions); "_cl" adds channels-last tensors, "_bf16" bf16 autocast on top.
+VARIANTS = ("fp32", "channels_last", "fused", "fused_cl", "fused_cl_bf16")
 MATMUL_SIZE = 2048
 PAPER_MS_PER_IMAGE = 49.0  # EET per image at test time, footnote of the paper's Table IV (one GTX 1080 Ti)
 
@@ -325,7 +330,9 @@ def run_inference(
         memory.start()
         model = build_inference_model(cfg, device)
         x, y = a, b
-        if variant == "channels_last":
+        if variant.startswith("fused"):
+            model.fuse()
+        if variant in ("channels_last", "fused_cl", "fused_cl_bf16"):
             model = model.to(memory_format=torch.channels_last)
             x, y = (
                 a.contiguous(memory_format=torch.channels_last),
@@ -333,7 +340,7 @@ def run_inference(
             )
 
         def call(model: EETModel = model, x: torch.Tensor = x, y: torch.Tensor = y, variant: str = variant):
-            if variant == "bf16":
+            if variant.endswith("bf16"):
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     return model.transfer(x, y)
             return model.transfer(x, y)
@@ -360,7 +367,7 @@ def run_inference(
             row["max_abs_diff_vs_fp32"] = max(
                 float((o.float() - e).abs().max()) for o, e in zip(out, expected)
             )
-        if variant == "bf16" and reference.get("matmul_bf16_gflops"):
+        if variant.endswith("bf16") and reference.get("matmul_bf16_gflops"):
             row["ratio_to_bf16_matmul"] = row["gflops_per_s"] / reference["matmul_bf16_gflops"]
         rows.append(row)
         del model, out, call
@@ -613,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help="inference variants: fp32 (always measured first), channels_last, bf16 (autocast)",
+        help=f"inference variants from {','.join(VARIANTS)} (fp32, the training form, is always measured first)",
     )
     parser.add_argument("--train-channels-last", action="store_true", help="also time training channels-last")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")

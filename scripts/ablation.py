@@ -29,21 +29,22 @@ TABLE_ORDER = ("b_net", "bs_net", "eet_single", "eet")
 
 def ablation_table(rows: dict[str, dict]) -> str:
     head = (
-        "| Variant | L1 AU region | L1 AU region, target self-recon | L1 whole | L1 whole, source self-recon "
-        "| PSNR whole | SSIM whole | ICC Avg | MSE Avg |"
+        "| Variant | L1 AU region | L1 AU region, target self-recon | swap better (AU region) | L1 whole "
+        "| L1 whole, source self-recon | PSNR whole | SSIM whole | ICC Avg | MSE Avg |"
     )
-    lines = [head, "|---|" + "---:|" * 8]
+    lines = [head, "|---|" + "---:|" * 9]
     for v, r in rows.items():
         gt, ex = r["groundtruth"], r["expression"]["methods"]["eet"]
         vals = [
             gt["au_region_l1"]["swapped"],
             gt["au_region_l1"]["target_self"],
-            gt["whole_l1"]["swapped"],
-            gt["whole_l1"]["source_self"],
         ]
+        whole = [gt["whole_l1"]["swapped"], gt["whole_l1"]["source_self"]]
         lines.append(
             f"| {NAMES[v]} | "
             + " | ".join(f"{x:.4f}" for x in vals)
+            + f" | {gt['au_region_swapped_beats_target_self_rate']:.1%} | "
+            + " | ".join(f"{x:.4f}" for x in whole)
             + f" | {gt['whole_psnr']['swapped']:.2f} | {gt['whole_ssim']['swapped']:.4f}"
             + f" | {ex['icc_mean']:.3f} | {ex['mse_mean']:.3f} |"
         )

@@ -56,7 +56,7 @@ def test_bench_json_has_every_section(tiny_bench: dict) -> None:
 
 def test_bench_inference_rows(tiny_bench: dict) -> None:
     rows = {(r["batch_pairs"], r["variant"]): r for r in tiny_bench["inference"]}
-    assert set(rows) == {(b, v) for b in (1, 2) for v in ("fp32", "channels_last", "bf16")}
+    assert set(rows) == {(b, v) for b in (1, 2) for v in _load_bench().VARIANTS}
     for (_, variant), row in rows.items():
         if "error" in row:  # a variant the library cannot run yet is reported, never silently dropped
             assert variant != "fp32" and row["error"]
@@ -68,9 +68,10 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
         assert row["images_per_s"] == pytest.approx(2 * row["batch_pairs"] / row["seconds"])
     # FLOPs are counted, and a swap's cost grows with the batch exactly
     assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-6)
-    # channels-last computes the same swaps
-    assert rows[(2, "channels_last")]["max_abs_diff_vs_fp32"] < 1e-4
-    bf16 = rows[(2, "bf16")]
+    # channels-last and the fused inference form compute the same swaps
+    for variant in ("channels_last", "fused", "fused_cl"):
+        assert rows[(2, variant)]["max_abs_diff_vs_fp32"] < 1e-4
+    bf16 = rows[(2, "fused_cl_bf16")]
     if "error" not in bf16:
         assert bf16["max_abs_diff_vs_fp32"] < 0.5
 

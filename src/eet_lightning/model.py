@@ -30,6 +30,7 @@ from eet_lightning.callbacks import to_uint8
 from eet_lightning.data.faces import as_rgb
 from eet_lightning.data.images import read_rgb
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
+from eet_lightning.nets.fuse import fuse_for_inference
 from eet_lightning.stage2 import read_checkpoint
 
 INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generator")
@@ -64,10 +65,16 @@ class EETModel(nn.Module):
 
     @classmethod
     def load_from_checkpoint(
-        cls, path: str | Path, map_location: str | torch.device | None = None
+        cls, path: str | Path, map_location: str | torch.device | None = None, fuse: bool = True
     ) -> EETModel:
         """Build from a stage-2 checkpoint alone (it is self-contained), move it to ``map_location`` (CPU
-        when None) and switch to eval mode."""
+        when None) and switch to eval mode.
+
+        ``fuse`` (default) rewrites the networks into their inference form (`eet_lightning.nets.fuse`:
+        spectral and batch norm folded into the convolutions, Er's branches as one grouped convolution per
+        level): the same outputs up to float rounding, faster. The checkpoint file is not touched;
+        ``fuse=False`` keeps the training form (e.g. to read the weights as they were trained).
+        """
         ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint")
         hp = ckpt["hyper_parameters"]
         variant = hp.get("variant", "eet")
@@ -78,7 +85,13 @@ class EETModel(nn.Module):
         model.load_state_dict(state, strict=True)
         if map_location is not None:
             model.to(map_location)
-        return model.eval()
+        model.eval()
+        return model.fuse() if fuse else model
+
+    def fuse(self) -> EETModel:
+        """Rewrite into the inference form in place (see ``load_from_checkpoint``); needs eval mode."""
+        fuse_for_inference(self.eval())
+        return self
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,193 @@
+"""Faster forms compute what the straightforward forms compute: the inference forms of `nets/fuse.py`,
+and the batched passes of a training step against one image at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from eet_lightning.model import EETModel
+from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
+from eet_lightning.nets.blocks import SNConv2d, SNConvTranspose2d
+from eet_lightning.nets.fuse import (
+    GroupedAURelatedEncoder,
+    fold_batch_norm,
+    fold_spectral_norm,
+    fuse_for_inference,
+)
+from eet_lightning.stage2 import Stage2Module
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+# a whole generator output after several renormalizations: float rounding reaches ~1e-5
+MODEL_TOL = dict(rtol=1e-4, atol=5e-5)
+
+
+def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial norm statistics, affine parameters and PReLU slopes, so that folding has work to do."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.affine:
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+            if isinstance(m, nn.PReLU):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.5)
+    return module
+
+
+def _count(module: nn.Module, kind: type | tuple[type, ...]) -> int:
+    return sum(isinstance(m, kind) for m in module.modules())
+
+
+@pytest.mark.parametrize("norm", ["in", "bn"])
+def test_folded_spectral_norm_matches_parametrized(norm: str) -> None:
+    arch = ArchConfig(image_size=64, width=0.125, translation_norm=norm)
+    torch.manual_seed(0)
+    g = _randomize(Generator(arch)).eval()
+    fr, ff = torch.randn(3, 128, 4, 4), torch.randn(3, 128, 4, 4)
+    before = g(fr, ff)
+    fold_spectral_norm(g)
+    assert _count(g, (SNConv2d, SNConvTranspose2d)) == 0
+    torch.testing.assert_close(g(fr, ff), before, **TOL)
+
+
+def test_folded_batch_norm_matches_eval_batch_norm() -> None:
+    arch = ArchConfig(
+        image_size=64, width=0.125, encoder_width=0.5, translation_norm="bn", spectral_norm=False
+    )
+    torch.manual_seed(0)
+    e, g = _randomize(FeatureEncoder(arch)).eval(), _randomize(Generator(arch), 1).eval()
+    x, fr, ff = torch.randn(2, 3, 64, 64), torch.randn(2, 128, 4, 4), torch.randn(2, 128, 4, 4)
+    e_before, g_before = e(x), g(fr, ff)
+    fold_batch_norm(e)
+    fold_batch_norm(g)  # includes the BN after the residual sum of every UpRes block
+    assert _count(e, nn.BatchNorm2d) == 0 and _count(g, nn.BatchNorm2d) == 0
+    torch.testing.assert_close(e(x), e_before, **TOL)
+    torch.testing.assert_close(g(fr, ff), g_before, **TOL)
+
+
+def test_fold_batch_norm_refuses_training_mode() -> None:
+    e = FeatureEncoder(ArchConfig(image_size=64, width=0.125))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(e.train())
+
+
+@pytest.mark.parametrize("norm", ["in", "bn"])
+def test_grouped_branches_match_per_branch_form(norm: str) -> None:
+    arch = ArchConfig(image_size=128, width=0.125, translation_norm=norm, au_encoder_spectral_norm=False)
+    torch.manual_seed(0)
+    er = _randomize(AURelatedEncoder(arch)).eval()
+    feature = torch.randn(3, arch.feature_channels, 32, 32)
+    feats, aus = er.forward_branches(feature)
+    grouped = GroupedAURelatedEncoder.from_branches(er)
+    # one convolution per level for all 12 branches instead of 12
+    assert _count(grouped, nn.Conv2d) == len(er.branches[0]) < _count(er, nn.Conv2d)
+    g_feats, g_aus = grouped.forward_branches(feature)
+    torch.testing.assert_close(g_feats, feats, **TOL)
+    torch.testing.assert_close(g_aus, aus, **TOL)
+    torch.testing.assert_close(grouped(feature)[0], er(feature)[0], **TOL)
+    # the per-branch module (and so the checkpoint) is untouched
+    torch.testing.assert_close(er.forward_branches(feature)[0], feats)
+
+
+def test_grouping_needs_a_multi_branch_eval_er() -> None:
+    arch = ArchConfig(image_size=64, width=0.125, multi_branch=False)
+    with pytest.raises(ValueError, match="multi-branch"):
+        GroupedAURelatedEncoder.from_branches(AURelatedEncoder(arch).eval())
+    with pytest.raises(ValueError, match="eval mode"):
+        GroupedAURelatedEncoder.from_branches(AURelatedEncoder(ArchConfig(image_size=64, width=0.125)))
+
+
+@pytest.mark.parametrize("norm", ["in", "bn"])
+def test_fused_model_transfers_like_the_training_form(norm: str) -> None:
+    """Everything at once, through the user's API: transfer, selective transfer, AUs, reconstruction."""
+    arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25, translation_norm=norm)
+    torch.manual_seed(0)
+    plain = _randomize(EETModel(arch)).eval()
+    fused = EETModel(arch).eval()
+    fused.load_state_dict(plain.state_dict())
+    fused.fuse()
+    assert isinstance(fused.au_related_encoder, GroupedAURelatedEncoder)
+    a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    for got, want in zip(fused.transfer(a, b), plain.transfer(a, b)):
+        torch.testing.assert_close(got, want, **MODEL_TOL)
+    selective = dict(aus=[12, 25], strength=0.5)
+    for got, want in zip(fused.transfer(a, b, **selective), plain.transfer(a, b, **selective)):
+        torch.testing.assert_close(got, want, **MODEL_TOL)
+    torch.testing.assert_close(fused.predict_aus(a), plain.predict_aus(a), **MODEL_TOL)
+    torch.testing.assert_close(fused.reconstruct(a), plain.reconstruct(a), **MODEL_TOL)
+
+
+def test_load_from_checkpoint_fuses_and_leaves_the_file_alone(tiny_run: Path) -> None:
+    ckpt = tiny_run / "stage2" / "last.ckpt"
+    before = ckpt.read_bytes()
+    fused = EETModel.load_from_checkpoint(ckpt)
+    plain = EETModel.load_from_checkpoint(ckpt, fuse=False)
+    assert isinstance(fused.au_related_encoder, GroupedAURelatedEncoder)
+    assert isinstance(plain.au_related_encoder, AURelatedEncoder)
+    a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    for got, want in zip(fused.transfer(a, b), plain.transfer(a, b)):
+        torch.testing.assert_close(got, want, **MODEL_TOL)
+    assert ckpt.read_bytes() == before
+
+
+def test_fuse_for_inference_refuses_training_mode() -> None:
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_for_inference(AUFreeEncoder(ArchConfig(image_size=64, width=0.125)))
+
+
+# --------------------------------------------------------------------------------------------------
+# batched passes of a stage-2 step
+
+
+def _eval_stage2() -> Stage2Module:
+    """A stage-2 module with per-sample normalization only (IN; E's BN in eval mode), so that a batch of
+    images is computed exactly as its images one at a time."""
+    arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
+    torch.manual_seed(0)
+    return _randomize(Stage2Module(arch=arch)).eval()
+
+
+def test_stacked_rounds_match_one_image_at_a_time() -> None:
+    """Both images of every pair, both swap directions and the self-reconstructions go through E, Ef, Er
+    and G as one batch in `Stage2Module._rounds`; here they are recomputed pair by pair, image by image."""
+    m = _eval_stage2()
+    a, b = torch.rand(3, 3, 64, 64) * 2 - 1, torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        r = m._rounds(torch.cat([a, b]))
+
+        def parts(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = m.encoder(img[None])
+            return m.au_free_encoder(f), m.au_related_encoder(f)[0]
+
+        for i in range(3):
+            ff_a, fr_a = parts(a[i])
+            ff_b, fr_b = parts(b[i])
+            swap_a, swap_b = m.generator(fr_b, ff_a), m.generator(fr_a, ff_b)
+            ff2_a, fr2_a = parts(swap_a[0])
+            ff2_b, fr2_b = parts(swap_b[0])
+            want = {
+                "swapped": (swap_a, swap_b),
+                "self_recon": (m.generator(fr_a, ff_a), m.generator(fr_b, ff_b)),
+                "cycle": (m.generator(fr2_b, ff2_a), m.generator(fr2_a, ff2_b)),
+            }
+            for key, (want_a, want_b) in want.items():
+                got_a, got_b = r[key].chunk(2)
+                torch.testing.assert_close(got_a[i : i + 1], want_a, **MODEL_TOL)
+                torch.testing.assert_close(got_b[i : i + 1], want_b, **MODEL_TOL)
+
+
+def test_discriminator_shared_call_matches_separate_calls() -> None:
+    """Real and generated images share one call of Dg (and Dsc) in the discriminator step."""
+    m = _eval_stage2()
+    real, fake = torch.rand(4, 3, 64, 64) * 2 - 1, torch.rand(4, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        for d in (m.image_discriminator, m.swap_discriminator):
+            together = d(torch.cat([real, fake]))
+            torch.testing.assert_close(together, torch.cat([d(real), d(fake)]), **TOL)
