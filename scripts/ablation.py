@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, dict] = {}
         for v in [v for v in TABLE_ORDER if v in args.variants]:
             model = EETModel.load_from_checkpoint(run_dir / v / "stage2" / "last.ckpt")
-            gt = score_transfer(model, images[pairs["target"]], images[pairs["source"]], truth["truth"])
+            target, source = images[pairs["target"]], images[pairs["source"]]
+            gt = score_transfer(model, target, source, truth["truth"], aus_only=truth["aus_only"])
             ex = P.score_expression(pairs, faces, {"eet": P.eet_generator(model)}, reader, len(model.aus))
             rows[v] = {"groundtruth": gt, "expression": ex}
     except (EvaluateError, ScorerError, ValueError, OSError) as err:

@@ -3,7 +3,8 @@
     python scripts/score_synthetic.py --ckpt runs/synthetic/stage2/last.ckpt \
         --config runs/synthetic/config.yaml --pairs 200 --out runs/synthetic/score.json
 
-Prints mean L1 to the true swap over the whole image and over the AU region for the swapped image, the
+Prints mean L1 to the true swap over the whole image and over the AU region (the pixels where the target
+rendered with its own AUs and with the source's AUs differ) for the swapped image, the
 target's and the source's self-reconstructions and the unchanged inputs (see
 `eet_lightning.evaluation.synthetic`). Exit status 0 whether or not the transfer criteria pass; 2 on bad input.
 """
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score_synthetic: error: {err}", file=sys.stderr)
         return 2
     pairs = data.held_out_pairs(args.pairs, seed=args.seed)
-    result = score_transfer(model, pairs["a"], pairs["b"], pairs["truth_a"])
+    result = score_transfer(model, pairs["a"], pairs["b"], pairs["truth_a"], aus_only=pairs["aus_only_a"])
     result["ckpt"] = str(args.ckpt)
     print(format_report(result))
     if args.out:

@@ -49,6 +49,27 @@ def test_score_bookkeeping_with_known_images(tiny_run: Path) -> None:
     assert result["whole_l1"]["swapped"] == pytest.approx(float((swapped - t).abs().mean() / 2), rel=1e-4)
 
 
+def test_au_region_comes_from_the_aus_only_rendering(tiny_run: Path) -> None:
+    """With ``aus_only`` the AU region is where it differs from the target, not where the truth does
+    (the truth also carries the source's gaze)."""
+    model = EETModel.load_from_checkpoint(tiny_run / "stage2" / "last.ckpt")
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
+    source = rng.integers(0, 256, size=(2, 64, 64, 3), dtype=np.uint8)
+    truth, aus_only = target.copy(), target.copy()
+    aus_only[:, 40:50, 10:30] = source[:, 40:50, 10:30]  # the AU change: 200 pixels
+    truth[:, 40:50, 10:30] = source[:, 40:50, 10:30]
+    truth[:, 5:10, 5:25] = source[:, 5:10, 5:25]  # a gaze change: 100 more pixels, outside the AU region
+    by_truth = score_transfer(model, target, source, truth)
+    by_aus = score_transfer(model, target, source, truth, aus_only=aus_only)
+    assert by_truth["au_region_fraction"] == pytest.approx(300 / 64**2, rel=0.05)
+    assert by_aus["au_region_fraction"] == pytest.approx(200 / 64**2, rel=0.05)
+    manual = np.abs(target[:, 40:50, 10:30].astype(float) - source[:, 40:50, 10:30]).mean() / 255
+    assert by_aus["au_region_l1"]["target"] == pytest.approx(manual, rel=0.06)
+    with pytest.raises(ValueError, match="aus_only"):
+        score_transfer(model, target, source, truth, aus_only=aus_only[:1])
+
+
 def test_score_script_end_to_end(tiny_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "score.json"
     rc = _script().main(

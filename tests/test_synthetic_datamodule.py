@@ -71,6 +71,16 @@ def test_validation_pairs_are_held_out_with_exact_truth() -> None:
         64,
     )
     np.testing.assert_array_equal(pairs["truth_a"][k], truth)
+    # the AU region's reference: B's AUs, everything else A's own (gaze included)
+    aus_only = R.render_face(
+        R.make_identity(int(ra.identity_seed[k])),
+        int(ra.pose[k]),
+        rb.aus[k],
+        int(ra.gaze[k]),
+        ra.nuisance[k],
+        64,
+    )
+    np.testing.assert_array_equal(pairs["aus_only_a"][k], aus_only)
     batch = next(iter(dm.val_dataloader()))
     assert batch["a"]["truth"].shape == (6, 3, 64, 64)
 

@@ -340,7 +340,7 @@ class _Run:
             if generated is not None:
                 other = {a.generated_name: P.load_generated(generated, "expression", rows["row"], size)}
             results["groundtruth"] = score_transfer(
-                model, target, source, truth["truth"], a.batch_size, other
+                model, target, source, truth["truth"], a.batch_size, other, aus_only=truth["aus_only"]
             )
             tick(len(rows["row"]))
         if "identity" in protocols:

@@ -233,7 +233,9 @@ class SyntheticDataModule(EETDataModule):
     def held_out_pairs(self, num_pairs: int, seed: int) -> dict[str, np.ndarray | FaceRecords]:
         """`num_pairs` pairs of held-out identities (A and B always different people), rendered with the
         swap ground truth: truth_a = render(identity_a, pose_a, aus_b, gaze_b, nuisance_a), and the
-        reverse for B. Images are uint8 [N, H, W, 3]."""
+        reverse for B; and with the other's AUs alone, aus_only_a = render(identity_a, pose_a, aus_b,
+        gaze_a, nuisance_a), which defines the AU region (the pixels where A rendered with its own AUs and
+        with B's differ). Images are uint8 [N, H, W, 3]."""
         rng = np.random.default_rng([self.hparams.seed, 2, seed])
         n_test = len(self.test_identity_seeds)
         ia = rng.integers(0, n_test, size=num_pairs)
@@ -254,6 +256,7 @@ class SyntheticDataModule(EETDataModule):
             "ids": self.hparams.num_train_identities,
             "test_ids": n_test,
             "poses": self.poses,
+            "aus_only": True,
         }
         stacked = self._cached(
             "pairs",
@@ -264,6 +267,8 @@ class SyntheticDataModule(EETDataModule):
                     render_records(rb, size),
                     render_records(ra, size, aus=rb.aus, gaze=rb.gaze),
                     render_records(rb, size, aus=ra.aus, gaze=ra.gaze),
+                    render_records(ra, size, aus=rb.aus),
+                    render_records(rb, size, aus=ra.aus),
                 ]
             ),
         )
@@ -274,6 +279,8 @@ class SyntheticDataModule(EETDataModule):
             "b": stacked[1],
             "truth_a": stacked[2],
             "truth_b": stacked[3],
+            "aus_only_a": stacked[4],
+            "aus_only_b": stacked[5],
         }
 
     def write_previews(self, out_dir: str | Path) -> dict[str, Path]:

@@ -78,9 +78,14 @@ def score_transfer(
     truth: np.ndarray,
     batch_size: int = 50,
     generated: dict[str, np.ndarray | torch.Tensor] | None = None,
+    aus_only: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Mean L1 (in [0, 1] pixel units), PSNR and SSIM of every candidate against ``truth``, over the whole
     image and over the AU region.
+
+    The AU region of a pair is where the target rendered with its own AUs and with the source's AUs differ:
+    ``aus_only`` is the target rendered with the source's AUs and everything else its own (gaze included).
+    Without it, the region is where the target and ``truth`` differ (which also counts gaze changes).
 
     ``target``, ``source`` and ``truth`` are uint8 [N, H, W, 3]; ``truth`` is the target rendered with the
     source's AUs and gaze. ``generated`` adds other methods' images for the same pairs (uint8 [N, H, W, 3]
@@ -96,7 +101,9 @@ def score_transfer(
         if len(images) != len(target):
             raise ValueError(f"generated images {name!r}: {len(images)} for {len(target)} pairs")
     names = [c for c in CANDIDATES if model is not None or c in ("target", "source")] + list(generated)
-    region = np.any(target != truth, axis=-1)  # [N, H, W]
+    if aus_only is not None and aus_only.shape != target.shape:
+        raise ValueError(f"aus_only must have the targets' shape {target.shape}, got {aus_only.shape}")
+    region = np.any(target != (truth if aus_only is None else aus_only), axis=-1)  # [N, H, W]
     values: dict[str, dict[str, list[torch.Tensor]]] = {c: {} for c in names}
     device = model.device if model is not None else torch.device("cpu")
     for start in range(0, len(target), batch_size):
@@ -174,7 +181,8 @@ def synthetic_faces(
     data: Any, num_pairs: int, seed: int
 ) -> tuple[FaceSet, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Held-out synthetic pairs as a `FaceSet` of 2N images (A-sides then B-sides), the expression pair
-    list over them (rows 2k, 2k+1 = (A_k, B_k), (B_k, A_k)) and the truth of every row, uint8 [2N, H, W, 3]."""
+    list over them (rows 2k, 2k+1 = (A_k, B_k), (B_k, A_k)), and per row the truth and the target with the
+    source's AUs alone (which defines the AU region), uint8 [2N, H, W, 3]."""
     held = data.held_out_pairs(num_pairs, seed=seed)
     ra, rb = held["records_a"], held["records_b"]
     images = np.concatenate([held["a"], held["b"]])
@@ -190,5 +198,7 @@ def synthetic_faces(
     target = np.stack([k, num_pairs + k], 1).ravel()
     source = np.stack([num_pairs + k, k], 1).ravel()
     pairs = {"row": np.arange(2 * num_pairs), "pair": np.repeat(k, 2), "target": target, "source": source}
-    truth = np.stack([held["truth_a"], held["truth_b"]], 1).reshape(-1, *held["truth_a"].shape[1:])
-    return faces, pairs, {"images": images, "truth": truth}
+    shape = held["truth_a"].shape[1:]
+    truth = np.stack([held["truth_a"], held["truth_b"]], 1).reshape(-1, *shape)
+    aus_only = np.stack([held["aus_only_a"], held["aus_only_b"]], 1).reshape(-1, *shape)
+    return faces, pairs, {"images": images, "truth": truth, "aus_only": aus_only}
