@@ -9,12 +9,14 @@ In one run, on the machine it runs on, it measures
 - inference: `EETModel.transfer` on one pair and on a batch of pairs, at the paper config (256 px,
   width 1, configs/disfa.yaml) and at the quick-start config (configs/synthetic.yaml), in images per second
   (a pair gives two swapped images), achieved GFLOP/s and the ratio to the fp32 matmul rate; the
-  straightforward training form ("fp32") beside the inference form EETModel loads ("fused": spectral and
-  batch norm folded, Er's branches grouped), each also in channels-last memory format, and the fused
-  channels-last form under bf16 autocast, with the max abs output difference against "fp32";
+  straightforward form ("fp32": Er's branches one after the other) beside Er's branches side by side
+  ("grouped") and the inference form EETModel loads ("fused": also spectral and batch norm folded), in
+  channels-last memory format, and under bf16 autocast, with the max abs output difference against "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
-  without a Trainer; the paper config at batch 2, the quick-start config at its batch 16;
+  without a Trainer, in the straightforward form ("reference": Er's branches one after the other,
+  contiguous tensors) and the form the library trains with ("optimized": side by side, channels-last), with
+  the speed-up between them; the paper config at batch 2, the quick-start config at its stage batches;
 - data: pairs per second from the synthetic DataModule (the quick-start settings) and from a
   prepared-manifest DataModule (256 px, batch 16, via benchmarks/data_throughput.py), each as a multiple
   of the rate at which the stage-2 step of the matching config consumes pairs;
@@ -66,10 +68,11 @@ import data_throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("reference", "inference", "training", "data")
-# Inference forms, each against the straightforward one ("fp32": the training form, contiguous tensors):
-# "fused" is what EETModel.load_from_checkpoint gives (spectral and batch norm folded, Er's branches as
-# grouped convolutions); "_cl" adds channels-last tensors, "_bf16" bf16 autocast on top.
-VARIANTS = ("fp32", "channels_last", "fused", "fused_cl", "fused_cl_bf16")
+# Inference forms, each against the straightforward one ("fp32": Er's branches one after the other, spectral
+# norm parametrized, batch norm as its own layer, contiguous tensors): "grouped" runs Er's branches side by
+# side (the library's default); "fused" also folds spectral and batch norm into the convolutions (what
+# EETModel.load_from_checkpoint gives); "_cl" adds channels-last tensors, "_bf16" bf16 autocast on top.
+VARIANTS = ("fp32", "channels_last", "grouped", "fused", "fused_cl", "fused_cl_bf16")
 MATMUL_SIZE = 2048
 PAPER_MS_PER_IMAGE = 49.0  # EET per image at test time, footnote of the paper's Table IV (one GTX 1080 Ti)
 
@@ -88,9 +91,13 @@ class BenchConfig:
     loss_weights: dict[str, float]
     stage1: dict[str, Any]
     stage2: dict[str, Any]
-    train_batch: int  # pairs per training step
+    train_batch: int  # pairs per stage-1 step
     infer_batch: int  # pairs per batched transfer call
     data: dict[str, Any] = field(default_factory=dict)  # the YAML's data init_args
+    stage2_batch: int | None = None  # pairs per stage-2 step (None: train_batch), as stage2.batch_size
+
+    def batch(self, stage: int) -> int:
+        return self.train_batch if stage == 1 or self.stage2_batch is None else self.stage2_batch
 
 
 STAGE1_KEYS = ("lr", "betas", "detach_discriminator_inputs")
@@ -125,6 +132,7 @@ def load_config(
         train_batch=train_batch,
         infer_batch=infer_batch,
         data=data,
+        stage2_batch=raw.get("stage2", {}).get("batch_size"),
     )
 
 
@@ -142,7 +150,10 @@ def bench_configs(paper_train_batch: int, infer_batch: int) -> dict[str, BenchCo
     )
     return {
         # DISFA's training split: 18 subjects, frontal faces (one pose class)
-        "paper": load_config("paper", REPO / "configs/disfa.yaml", 18, 1, paper_train_batch, infer_batch),
+        "paper": replace(
+            load_config("paper", REPO / "configs/disfa.yaml", 18, 1, paper_train_batch, infer_batch),
+            stage2_batch=paper_train_batch,
+        ),
         "quick": quick,
         "tiny": replace(
             quick,
@@ -150,6 +161,7 @@ def bench_configs(paper_train_batch: int, infer_batch: int) -> dict[str, BenchCo
             arch=replace(quick.arch, width=0.0625, encoder_width=0.0625),
             train_batch=2,
             infer_batch=2,
+            stage2_batch=2,
         ),
     }
 
@@ -329,6 +341,7 @@ def run_inference(
     for variant in variants:
         memory.start()
         model = build_inference_model(cfg, device)
+        model.au_related_encoder.grouped = variant not in ("fp32", "channels_last")
         x, y = a, b
         if variant.startswith("fused"):
             model.fuse()
@@ -382,7 +395,16 @@ def _no_log(*args: Any, **kwargs: Any) -> None:
     """Stands in for ``log_losses``: outside a Trainer, Lightning's ``self.log`` has nowhere to go."""
 
 
-def stage1_step(cfg: BenchConfig, device: torch.device, channels_last: bool) -> Callable[[], Any]:
+# Training forms: "reference" is the straightforward one (Er's branches one after the other, contiguous
+# tensors); "optimized" runs Er's branches side by side (the library's default) with channels-last tensors.
+TRAINING_FORMS = ("reference", "optimized")
+
+
+def _set_form(module: Stage1Module | Stage2Module, optimized: bool) -> None:
+    module.au_related_encoder.grouped = optimized
+
+
+def stage1_step(cfg: BenchConfig, device: torch.device, optimized: bool) -> Callable[[], Any]:
     """One step of stage 1 as Lightning's automatic optimization runs it: zero_grad, training_step,
     backward, Adam step (the optimizer of ``configure_optimizers``)."""
     torch.manual_seed(0)
@@ -390,15 +412,16 @@ def stage1_step(cfg: BenchConfig, device: torch.device, channels_last: bool) -> 
         arch=cfg.arch,
         variant=cfg.variant,
         loss_weights=cfg.loss_weights,
-        channels_last=channels_last,
+        channels_last=optimized,
         **cfg.stage1,
     ).to(device)
+    _set_form(module, optimized)
     module.trainer = SimpleNamespace(max_epochs=1)  # all configure_optimizers reads from a Trainer
     module.setup("fit")
     module.train()
     module.log_losses = _no_log
     opt = module.configure_optimizers()["optimizer"]
-    batch = fake_batch(cfg, cfg.train_batch, device)
+    batch = fake_batch(cfg, cfg.batch(1), device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -409,7 +432,7 @@ def stage1_step(cfg: BenchConfig, device: torch.device, channels_last: bool) -> 
     return step
 
 
-def stage2_step(cfg: BenchConfig, device: torch.device, channels_last: bool) -> Callable[[], Any]:
+def stage2_step(cfg: BenchConfig, device: torch.device, optimized: bool) -> Callable[[], Any]:
     """``Stage2Module.training_step`` itself (generator step, then discriminator step, with toggled
     optimizers), with a minimal stand-in for the Trainer: the two optimizers of ``configure_optimizers``,
     plain ``backward`` for ``manual_backward`` (what Lightning's does at 32-true precision on one device)
@@ -419,9 +442,10 @@ def stage2_step(cfg: BenchConfig, device: torch.device, channels_last: bool) -> 
         arch=cfg.arch,
         variant=cfg.variant,
         loss_weights=cfg.loss_weights,
-        channels_last=channels_last,
+        channels_last=optimized,
         **cfg.stage2,
     ).to(device)
+    _set_form(module, optimized)
     module.trainer = SimpleNamespace(max_epochs=1)
     module.setup("fit")
     module.train()
@@ -430,7 +454,7 @@ def stage2_step(cfg: BenchConfig, device: torch.device, channels_last: bool) -> 
     module.optimizers = lambda: (opt_g, opt_d)
     module.manual_backward = lambda loss: loss.backward()
     module.log_losses = _no_log
-    batch = fake_batch(cfg, cfg.train_batch, device)
+    batch = fake_batch(cfg, cfg.batch(2), device)
 
     def step() -> None:
         module.training_step(batch, 0)
@@ -447,23 +471,28 @@ def run_training(
     memory: PeakMemory,
     repeats: int,
     warmup: int,
-    channels_last: bool = False,
+    form: str = "reference",
+    flops: int | None = None,
 ) -> dict:
+    """One training form timed. ``flops``: the step's FLOPs when already counted on another form of the
+    same arithmetic (torch's counter overcounts the backward of grouped convolutions, so the optimized
+    form's FLOPs are taken from the reference form's count)."""
     memory.start()
-    step = (stage1_step if stage == 1 else stage2_step)(cfg, device, channels_last)
-    flops, _ = count_flops(step)  # also the first (warm-up) step
+    step = (stage1_step if stage == 1 else stage2_step)(cfg, device, form == "optimized")
+    counted, _ = count_flops(step)  # also the first (warm-up) step
+    flops = counted if flops is None else flops
     times = time_calls(step, device, repeats, warmup)
     row = {
         "config": cfg.name,
         "stage": stage,
         "image_size": cfg.arch.image_size,
         "width": cfg.arch.width,
-        "batch_pairs": cfg.train_batch,
-        "variant": "channels_last" if channels_last else "fp32",
-        **figures(flops, times, 2 * cfg.train_batch, reference),
+        "batch_pairs": cfg.batch(stage),
+        "variant": form,
+        **figures(flops, times, 2 * cfg.batch(stage), reference),
         "peak_mb": memory.peak_mb(),
     }
-    row["pairs_per_s"] = cfg.train_batch / row["seconds"]
+    row["pairs_per_s"] = cfg.batch(stage) / row["seconds"]
     del step
     return row
 
@@ -568,6 +597,8 @@ def print_table(result: dict) -> None:
                     f"{r['config']} stage{r['stage']} {r['image_size']}px b{r['batch_pairs']} {r['variant']}"
                 )
                 extra = f"{r['pairs_per_s']:.2f} pairs/s"
+                if "speedup_vs_reference" in r:
+                    extra += f", {r['speedup_vs_reference']:.2f}x the reference form"
             print(
                 f"{name:36} {r['seconds']:8.3f} {r['images_per_s']:8.2f} {r['gflop']:8.2f} "
                 f"{r['gflops_per_s']:8.1f} {r['ratio_to_fp32_matmul'] or 0:7.1%} {r['peak_mb']:8.0f}  {extra}"
@@ -622,7 +653,6 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(VARIANTS),
         help=f"inference variants from {','.join(VARIANTS)} (fp32, the training form, is always measured first)",
     )
-    parser.add_argument("--train-channels-last", action="store_true", help="also time training channels-last")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--infer-batch", type=int, default=16, help="pairs per batched transfer call")
     parser.add_argument("--paper-train-batch", type=int, default=2, help="pairs per step at the paper config")
@@ -676,7 +706,11 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "quick": quick,
             "configs": {
-                n: {"arch": c.arch.to_dict(), "variant": c.variant, "train_batch": c.train_batch}
+                n: {
+                    "arch": c.arch.to_dict(),
+                    "variant": c.variant,
+                    "train_batch": {"stage1": c.batch(1), "stage2": c.batch(2)},
+                }
                 for n, c in all_configs.items()
                 if n in configs
             },
@@ -724,12 +758,19 @@ def main(argv: list[str] | None = None) -> int:
             slow = name == "paper" and not cuda
             repeats, warmup = (slow_repeats, slow_warmup) if slow else (fast_repeats, fast_warmup)
             for stage in (1, 2):
-                for cl in (False, True) if args.train_channels_last else (False,):
-                    log(f"training: {name} stage {stage}{' channels_last' if cl else ''} ...")
-                    row = run_training(cfg, stage, device, reference, memory, repeats, warmup, cl)
-                    result["training"].append(row)
-                    if stage == 2 and not cl:
-                        stage2_rates[name] = row["pairs_per_s"]
+                rows = {}
+                for form in TRAINING_FORMS:
+                    log(f"training: {name} stage {stage} {form} ...")
+                    counted = rows["reference"]["gflop"] * 1e9 if rows else None
+                    rows[form] = run_training(
+                        cfg, stage, device, reference, memory, repeats, warmup, form, counted
+                    )
+                    result["training"].append(rows[form])
+                rows["optimized"]["speedup_vs_reference"] = (
+                    rows["reference"]["seconds"] / rows["optimized"]["seconds"]
+                )
+                if stage == 2:  # the form the library trains with
+                    stage2_rates[name] = rows["optimized"]["pairs_per_s"]
 
     if "data" in sections:
         result["data"] = []

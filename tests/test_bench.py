@@ -77,11 +77,16 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
 
 
 def test_bench_training_and_data_rows(tiny_bench: dict) -> None:
-    rows = {r["stage"]: r for r in tiny_bench["training"]}
-    assert set(rows) == {1, 2}
-    for row in rows.values():
+    forms = {(r["stage"], r["variant"]): r for r in tiny_bench["training"]}
+    assert set(forms) == {(s, f) for s in (1, 2) for f in ("reference", "optimized")}
+    for row in forms.values():
         _positive(row, "seconds", "images_per_s", "pairs_per_s", "gflop", "gflops_per_s", "peak_mb")
         assert row["batch_pairs"] == 2 and row["config"] == "tiny"
+    for stage in (1, 2):
+        ref, opt = forms[(stage, "reference")], forms[(stage, "optimized")]
+        assert opt["speedup_vs_reference"] == pytest.approx(ref["seconds"] / opt["seconds"])
+        assert opt["gflop"] == pytest.approx(ref["gflop"], rel=1e-3)  # the same work, counted the same way
+    rows = {s: forms[(s, "optimized")] for s in (1, 2)}
     # stage 2 runs two rounds through G and two discriminators on top of the encoders
     assert rows[2]["gflop"] > 2 * rows[1]["gflop"]
     data = {r["source"]: r for r in tiny_bench["data"]}
@@ -97,8 +102,9 @@ def test_bench_steps_update_what_training_updates() -> None:
     bench = _load_bench()
     cfg = bench.bench_configs(paper_train_batch=2, infer_batch=2)["tiny"]
     device = torch.device("cpu")
-    step = bench.stage2_step(cfg, device, channels_last=False)
+    step = bench.stage2_step(cfg, device, optimized=False)
     module = step.module
+    assert not module.au_related_encoder.grouped  # the reference form
     # parameters only: forward passes alone move batch-norm statistics and spectral-norm vectors
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     step()
@@ -108,7 +114,8 @@ def test_bench_steps_update_what_training_updates() -> None:
     assert {"au_free_encoder", "au_related_encoder", "generator", "image_discriminator"} <= changed
     assert {"swap_discriminator", "au_discriminator", "identity_discriminator"} <= changed
     assert not {"encoder", "attribute_classifier"} & changed
-    step1 = bench.stage1_step(cfg, device, channels_last=False)
+    step1 = bench.stage1_step(cfg, device, optimized=True)
+    assert step1.module.au_related_encoder.grouped
     before = [p.clone() for p in step1.module.encoder.parameters()]
     step1()
     assert any(not torch.equal(p, q) for p, q in zip(step1.module.encoder.parameters(), before))

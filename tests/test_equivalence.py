@@ -13,7 +13,6 @@ from eet_lightning.model import EETModel
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
 from eet_lightning.nets.blocks import SNConv2d, SNConvTranspose2d
 from eet_lightning.nets.fuse import (
-    GroupedAURelatedEncoder,
     fold_batch_norm,
     fold_spectral_norm,
     fuse_for_inference,
@@ -78,30 +77,54 @@ def test_fold_batch_norm_refuses_training_mode() -> None:
         fold_batch_norm(e.train())
 
 
-@pytest.mark.parametrize("norm", ["in", "bn"])
-def test_grouped_branches_match_per_branch_form(norm: str) -> None:
-    arch = ArchConfig(image_size=128, width=0.125, translation_norm=norm, au_encoder_spectral_norm=False)
+def _er_pair(norm: str, sn: bool) -> tuple[AURelatedEncoder, AURelatedEncoder]:
+    arch = ArchConfig(image_size=128, width=0.125, translation_norm=norm, au_encoder_spectral_norm=sn)
     torch.manual_seed(0)
-    er = _randomize(AURelatedEncoder(arch)).eval()
-    feature = torch.randn(3, arch.feature_channels, 32, 32)
-    feats, aus = er.forward_branches(feature)
-    grouped = GroupedAURelatedEncoder.from_branches(er)
-    # one convolution per level for all 12 branches instead of 12
-    assert _count(grouped, nn.Conv2d) == len(er.branches[0]) < _count(er, nn.Conv2d)
-    g_feats, g_aus = grouped.forward_branches(feature)
-    torch.testing.assert_close(g_feats, feats, **TOL)
-    torch.testing.assert_close(g_aus, aus, **TOL)
-    torch.testing.assert_close(grouped(feature)[0], er(feature)[0], **TOL)
-    # the per-branch module (and so the checkpoint) is untouched
-    torch.testing.assert_close(er.forward_branches(feature)[0], feats)
+    looped = _randomize(AURelatedEncoder(arch, grouped=False))
+    grouped = AURelatedEncoder(arch, grouped=True)
+    grouped.load_state_dict(looped.state_dict())  # one state dict for both forms
+    return looped, grouped
 
 
-def test_grouping_needs_a_multi_branch_eval_er() -> None:
-    arch = ArchConfig(image_size=64, width=0.125, multi_branch=False)
-    with pytest.raises(ValueError, match="multi-branch"):
-        GroupedAURelatedEncoder.from_branches(AURelatedEncoder(arch).eval())
-    with pytest.raises(ValueError, match="eval mode"):
-        GroupedAURelatedEncoder.from_branches(AURelatedEncoder(ArchConfig(image_size=64, width=0.125)))
+@pytest.mark.parametrize("norm,sn", [("in", True), ("bn", False), ("bn", True)])
+def test_side_by_side_branches_train_like_the_per_branch_loop(norm: str, sn: bool) -> None:
+    """Er's m branches as one convolution per level: the same features, AUs, gradients, batch-norm
+    statistics and spectral-norm vectors as running the branches one after the other."""
+    looped, grouped = _er_pair(norm, sn)
+    feature = torch.randn(4, looped.branches[0][0][0].in_channels, 32, 32)
+    outs = {}
+    for name, er in (("looped", looped), ("grouped", grouped)):
+        er.train()
+        x = feature.clone().requires_grad_()
+        feats, aus = er.forward_branches(x)
+        (feats.square().mean() + aus.sum()).backward()
+        outs[name] = (feats, aus, x.grad, {n: p.grad for n, p in er.named_parameters()}, er.state_dict())
+    (f1, a1, g1, p1, s1), (f2, a2, g2, p2, s2) = outs["looped"], outs["grouped"]
+    torch.testing.assert_close(f2, f1, **TOL)
+    torch.testing.assert_close(a2, a1, **TOL)
+    torch.testing.assert_close(g2, g1, **TOL)
+    assert p1.keys() == p2.keys()
+    for name in p1:
+        torch.testing.assert_close(p2[name], p1[name], **TOL, msg=name)
+    for name in s1:  # running statistics, num_batches_tracked, spectral-norm vectors
+        torch.testing.assert_close(s2[name], s1[name], **TOL, msg=name)
+    # eval mode too, with the running statistics just updated
+    looped.eval(), grouped.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(grouped(feature)[0], looped(feature)[0], **TOL)
+
+
+def test_side_by_side_branches_after_folding() -> None:
+    """The inference form (spectral and batch norm folded) still runs Er's branches side by side."""
+    looped, grouped = _er_pair("bn", True)
+    looped.eval(), grouped.eval()
+    feature = torch.randn(2, looped.branches[0][0][0].in_channels, 32, 32)
+    with torch.no_grad():
+        want = looped.forward_branches(feature)
+        fuse_for_inference(grouped)
+        assert _count(grouped, (SNConv2d, nn.BatchNorm2d)) == 0
+        for got, ref in zip(grouped.forward_branches(feature), want):
+            torch.testing.assert_close(got, ref, **TOL)
 
 
 @pytest.mark.parametrize("norm", ["in", "bn"])
@@ -113,7 +136,7 @@ def test_fused_model_transfers_like_the_training_form(norm: str) -> None:
     fused = EETModel(arch).eval()
     fused.load_state_dict(plain.state_dict())
     fused.fuse()
-    assert isinstance(fused.au_related_encoder, GroupedAURelatedEncoder)
+    assert _count(fused, (SNConv2d, SNConvTranspose2d, nn.BatchNorm2d)) == 0
     a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
     for got, want in zip(fused.transfer(a, b), plain.transfer(a, b)):
         torch.testing.assert_close(got, want, **MODEL_TOL)
@@ -129,8 +152,7 @@ def test_load_from_checkpoint_fuses_and_leaves_the_file_alone(tiny_run: Path) ->
     before = ckpt.read_bytes()
     fused = EETModel.load_from_checkpoint(ckpt)
     plain = EETModel.load_from_checkpoint(ckpt, fuse=False)
-    assert isinstance(fused.au_related_encoder, GroupedAURelatedEncoder)
-    assert isinstance(plain.au_related_encoder, AURelatedEncoder)
+    assert _count(fused, (SNConv2d, SNConvTranspose2d)) == 0 < _count(plain, (SNConv2d, SNConvTranspose2d))
     a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
     for got, want in zip(fused.transfer(a, b), plain.transfer(a, b)):
         torch.testing.assert_close(got, want, **MODEL_TOL)

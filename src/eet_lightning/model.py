@@ -71,8 +71,8 @@ class EETModel(nn.Module):
         when None) and switch to eval mode.
 
         ``fuse`` (default) rewrites the networks into their inference form (`eet_lightning.nets.fuse`:
-        spectral and batch norm folded into the convolutions, Er's branches as one grouped convolution per
-        level): the same outputs up to float rounding, faster. The checkpoint file is not touched;
+        spectral and batch norm folded into the convolutions): the same outputs up to float rounding,
+        faster. The checkpoint file is not touched;
         ``fuse=False`` keeps the training form (e.g. to read the weights as they were trained).
         """
         ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint")

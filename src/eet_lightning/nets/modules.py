@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, conv, deconv
+from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, conv, deconv, stacked_layer
 from eet_lightning.nets.config import ArchConfig
 
 # Table I at 256 px: output channels of the four stride-2 levels shared by C, Ef and Er
@@ -85,12 +85,19 @@ class AURelatedEncoder(nn.Module):
     Multi-branch (EET): one independent branch per AU, each conv levels -> f_{r_i}, then GAP -> FC(1)
     -> sigmoid gives u_i; f_r is the mean of the m branch features (eq. 6). Single-branch (EET-Single):
     one branch gives f_r directly, then GAP -> FC(m) -> sigmoid.
+
+    The parameters are stored per branch (``branches.i...``, ``heads.i...``). With ``grouped`` (the
+    default) the branches are computed side by side, one convolution per level (the first reads the
+    shared feature with every branch's filters stacked, later ones are grouped convolutions with m
+    groups), from the same parameters; ``grouped=False`` runs them one after the other. Both give the same
+    outputs, gradients and batch-norm statistics (tests check 1e-5).
     """
 
-    def __init__(self, arch: ArchConfig) -> None:
+    def __init__(self, arch: ArchConfig, grouped: bool = True) -> None:
         super().__init__()
         self.multi_branch = arch.multi_branch
         self.num_aus = arch.num_aus
+        self.grouped = grouped
         sn = arch.spectral_norm and arch.au_encoder_spectral_norm
         feat = arch.ch(ENCODER_LEVELS[-1])
         n_branches = arch.num_aus if arch.multi_branch else 1
@@ -103,12 +110,25 @@ class AURelatedEncoder(nn.Module):
 
     def forward_branches(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-branch features [B, K, C, 4, 4] (K = m, or 1 for EET-Single) and normalized AUs [B, m]."""
+        if self.grouped and len(self.branches) > 1:
+            return self._side_by_side(feature)
         feats, aus = [], []
         for branch, head in zip(self.branches, self.heads):
             f = branch(feature)
             feats.append(f)
             aus.append(torch.sigmoid(head(f.mean(dim=(2, 3)))))
         return torch.stack(feats, dim=1), torch.cat(aus, dim=1)
+
+    def _side_by_side(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, x = len(self.branches), feature
+        for depth, level in enumerate(zip(*self.branches)):  # the same level of every branch
+            for pos, layers in enumerate(zip(*level)):  # conv, norm, activation
+                x = stacked_layer(list(layers), x, groups=1 if depth == 0 else k, first=pos == 0)
+        feats = x.unflatten(1, (k, -1))  # [B, m, C, 4, 4]
+        weight = torch.cat([h.weight for h in self.heads])  # [m, C]
+        bias = torch.cat([h.bias for h in self.heads])
+        aus = torch.sigmoid((feats.mean(dim=(3, 4)) * weight).sum(dim=2) + bias)
+        return feats, aus
 
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         branch_feats, aus = self.forward_branches(feature)
