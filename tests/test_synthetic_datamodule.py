@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +119,21 @@ def test_cache_reuses_rendered_pool(tmp_path: Path) -> None:
     again.setup("fit")
     torch.testing.assert_close(again.train_set.pool.images, dm.train_set.pool.images)
     assert not list(tmp_path.glob("*.tmp.npy"))
+
+
+def test_runs_sharing_a_cache_folder_do_not_collide(tmp_path: Path) -> None:
+    """Several runs started at once (e.g. the ablation's variants) render and write the same cache file."""
+    dm = _dm(cache_dir=str(tmp_path))
+    start = threading.Barrier(3)
+
+    def render() -> np.ndarray:
+        start.wait(timeout=10)  # all three writers are past the "not cached yet" check
+        return np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: dm._cached("pool", {"k": 1}, render), range(3)))
+    for r in results:
+        np.testing.assert_array_equal(r, results[0])
+    (cached,) = tmp_path.glob("synthetic-pool-*.npy")
+    np.testing.assert_array_equal(np.load(cached), results[0])
+    assert [p.name for p in tmp_path.iterdir()] == [cached.name]  # no temporary files left

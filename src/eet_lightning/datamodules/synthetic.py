@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from torch.utils.data import Dataset
 
 from eet_lightning.aus import DISFA_AUS, validate_aus
 from eet_lightning.data import synthetic as R
+from eet_lightning.data.images import write_bytes_atomic
 from eet_lightning.datamodules.base import DataInfo, EETDataModule
 from eet_lightning.losses import au_occurrence_weights
 from eet_lightning.nets.config import SUPPORTED_IMAGE_SIZES
@@ -224,10 +226,11 @@ class SyntheticDataModule(EETDataModule):
         if path.is_file():
             return np.load(path)
         images = render()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, images)
-        tmp.replace(path)  # never leave a half-written cache behind
+        buffer = io.BytesIO()
+        np.save(buffer, images)
+        # a temporary file of its own, then an atomic rename: runs sharing the cache folder never collide
+        # and never leave a half-written cache behind
+        write_bytes_atomic(path, buffer.getvalue())
         return images
 
     def held_out_pairs(self, num_pairs: int, seed: int) -> dict[str, np.ndarray | FaceRecords]:
