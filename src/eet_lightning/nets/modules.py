@@ -86,18 +86,19 @@ class AURelatedEncoder(nn.Module):
     -> sigmoid gives u_i; f_r is the mean of the m branch features (eq. 6). Single-branch (EET-Single):
     one branch gives f_r directly, then GAP -> FC(m) -> sigmoid.
 
-    The parameters are stored per branch (``branches.i...``, ``heads.i...``). With ``grouped`` (the
-    default) the branches are computed side by side, one convolution per level (the first reads the
-    shared feature with every branch's filters stacked, later ones are grouped convolutions with m
-    groups), from the same parameters; ``grouped=False`` runs them one after the other. Both give the same
-    outputs, gradients and batch-norm statistics (tests check 1e-5).
+    The parameters are stored per branch (``branches.i...``, ``heads.i...``). With ``grouped`` (default:
+    ``arch.grouped_au_encoder``) the branches are computed side by side, one convolution per level (the
+    first reads the shared feature with every branch's filters stacked, later ones are grouped
+    convolutions with m groups), from the same parameters; otherwise one after the other. Both give the
+    same outputs, gradients and batch-norm statistics (tests check 1e-5), and either form loads the other's
+    state dict.
     """
 
-    def __init__(self, arch: ArchConfig, grouped: bool = True) -> None:
+    def __init__(self, arch: ArchConfig, grouped: bool | None = None) -> None:
         super().__init__()
         self.multi_branch = arch.multi_branch
         self.num_aus = arch.num_aus
-        self.grouped = grouped
+        self.grouped = arch.grouped_au_encoder if grouped is None else grouped
         sn = arch.spectral_norm and arch.au_encoder_spectral_norm
         feat = arch.ch(ENCODER_LEVELS[-1])
         n_branches = arch.num_aus if arch.multi_branch else 1
