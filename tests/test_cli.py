@@ -109,7 +109,10 @@ def test_bundled_config_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["class_path"].endswith("SyntheticDataModule")
-    assert printed["stage2"]["batch_size"] == 8 and printed["model"]["channels_last"] is True
+    # the bundled copy, found by name, is the repository's configs/synthetic.yaml
+    bundled = yaml.safe_load((Path(__file__).parents[1] / "configs" / "synthetic.yaml").read_text())
+    assert printed["stage2"]["batch_size"] == bundled["stage2"]["batch_size"] == 4
+    assert printed["model"]["channels_last"] is True and printed["model"]["arch"]["grouped_au_encoder"] is True
 
 
 @pytest.mark.parametrize(
