@@ -400,26 +400,34 @@ def _no_log(*args: Any, **kwargs: Any) -> None:
 TRAINING_FORMS = ("reference", "optimized")
 
 
-def _set_form(module: Stage1Module | Stage2Module, optimized: bool) -> None:
+def _training_module(
+    kind: type[Stage1Module] | type[Stage2Module],
+    options: dict,
+    cfg: BenchConfig,
+    device: torch.device,
+    optimized: bool,
+) -> Stage1Module | Stage2Module:
+    """A stage module as eet-fit builds it, in train mode, set up for fitting, in the given form."""
+    torch.manual_seed(0)
+    module = kind(
+        arch=cfg.arch,
+        variant=cfg.variant,
+        loss_weights=cfg.loss_weights,
+        channels_last=optimized,
+        **options,
+    ).to(device)
     module.au_related_encoder.grouped = optimized
+    module.trainer = SimpleNamespace(max_epochs=1)  # all configure_optimizers reads from a Trainer
+    module.setup("fit")
+    module.train()
+    module.log_losses = _no_log
+    return module
 
 
 def stage1_step(cfg: BenchConfig, device: torch.device, optimized: bool) -> Callable[[], Any]:
     """One step of stage 1 as Lightning's automatic optimization runs it: zero_grad, training_step,
     backward, Adam step (the optimizer of ``configure_optimizers``)."""
-    torch.manual_seed(0)
-    module = Stage1Module(
-        arch=cfg.arch,
-        variant=cfg.variant,
-        loss_weights=cfg.loss_weights,
-        channels_last=optimized,
-        **cfg.stage1,
-    ).to(device)
-    _set_form(module, optimized)
-    module.trainer = SimpleNamespace(max_epochs=1)  # all configure_optimizers reads from a Trainer
-    module.setup("fit")
-    module.train()
-    module.log_losses = _no_log
+    module = _training_module(Stage1Module, cfg.stage1, cfg, device, optimized)
     opt = module.configure_optimizers()["optimizer"]
     batch = fake_batch(cfg, cfg.batch(1), device)
 
@@ -437,23 +445,11 @@ def stage2_step(cfg: BenchConfig, device: torch.device, optimized: bool) -> Call
     optimizers), with a minimal stand-in for the Trainer: the two optimizers of ``configure_optimizers``,
     plain ``backward`` for ``manual_backward`` (what Lightning's does at 32-true precision on one device)
     and no logging."""
-    torch.manual_seed(0)
-    module = Stage2Module(
-        arch=cfg.arch,
-        variant=cfg.variant,
-        loss_weights=cfg.loss_weights,
-        channels_last=optimized,
-        **cfg.stage2,
-    ).to(device)
-    _set_form(module, optimized)
-    module.trainer = SimpleNamespace(max_epochs=1)
-    module.setup("fit")
-    module.train()
+    module = _training_module(Stage2Module, cfg.stage2, cfg, device, optimized)
     (opt_g, opt_d), _ = module.configure_optimizers()
     module.trainer = SimpleNamespace(max_epochs=1, optimizers=[opt_g, opt_d])  # read by toggle_optimizer
     module.optimizers = lambda: (opt_g, opt_d)
     module.manual_backward = lambda loss: loss.backward()
-    module.log_losses = _no_log
     batch = fake_batch(cfg, cfg.batch(2), device)
 
     def step() -> None:
