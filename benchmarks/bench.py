@@ -507,20 +507,8 @@ def synthetic_rate(cfg: BenchConfig, batches: int, samples: int, memory: PeakMem
     memory.start()
     dm = SyntheticDataModule(**settings)
     dm.setup("fit")
-    loader = dm.train_dataloader()
-    batch_size = int(settings["batch_size"])
-    it = iter(loader)
-    next(it)  # worker start-up is not throughput
-    seen, start = 0, time.perf_counter()
-    while seen < batches:
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            continue
-        assert batch["a"]["image"].shape[0] == batch_size
-        seen += 1
-    rate = seen * batch_size / (time.perf_counter() - start)
+    batch_size, size = int(settings["batch_size"]), int(settings["image_size"])
+    rate = data_throughput.pairs_per_second(dm.train_dataloader(), batches, (batch_size, 3, size, size))
     return {
         "source": "synthetic",
         "config": cfg.name,

@@ -70,12 +70,11 @@ def time_prepare(raw: Path, out: Path, detector: str) -> float:
     return time.perf_counter() - start
 
 
-def time_loader(root: Path, batches: int, workers: int) -> float:
-    dm = FolderDataModule(root=str(root), image_size=256, batch_size=16, num_workers=workers)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
+def pairs_per_second(loader, batches: int, image_shape: tuple[int, ...]) -> float:
+    """Pairs per second over ``batches`` batches of ``loader`` (restarted at the end of an epoch), each
+    batch's A images checked to be ``image_shape``; the first batch (worker start-up) is not counted."""
     it = iter(loader)
-    next(it)  # worker start-up is not throughput
+    next(it)
     seen, start = 0, time.perf_counter()
     while seen < batches:
         try:
@@ -83,9 +82,15 @@ def time_loader(root: Path, batches: int, workers: int) -> float:
         except StopIteration:
             it = iter(loader)
             continue
-        assert batch["a"]["image"].shape == (16, 3, 256, 256)
+        assert tuple(batch["a"]["image"].shape) == image_shape
         seen += 1
-    return seen * 16 / (time.perf_counter() - start)
+    return seen * image_shape[0] / (time.perf_counter() - start)
+
+
+def time_loader(root: Path, batches: int, workers: int) -> float:
+    dm = FolderDataModule(root=str(root), image_size=256, batch_size=16, num_workers=workers)
+    dm.setup("fit")
+    return pairs_per_second(dm.train_dataloader(), batches, (16, 3, 256, 256))
 
 
 def time_training_step(batch: dict, repeats: int = 2) -> float:

@@ -112,7 +112,9 @@ def test_bundled_config_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     # the bundled copy, found by name, is the repository's configs/synthetic.yaml
     bundled = yaml.safe_load((Path(__file__).parents[1] / "configs" / "synthetic.yaml").read_text())
     assert printed["stage2"]["batch_size"] == bundled["stage2"]["batch_size"] == 4
-    assert printed["model"]["channels_last"] is True and printed["model"]["arch"]["grouped_au_encoder"] is True
+    assert (
+        printed["model"]["channels_last"] is True and printed["model"]["arch"]["grouped_au_encoder"] is True
+    )
 
 
 @pytest.mark.parametrize(

@@ -64,25 +64,14 @@ def test_validation_pairs_are_held_out_with_exact_truth() -> None:
     assert set(ra.identity_seed).isdisjoint(set(dm.train_identity_seeds))
     assert (ra.identity != rb.identity).all()
     k = 2
-    truth = R.render_face(
-        R.make_identity(int(ra.identity_seed[k])),
-        int(ra.pose[k]),
-        rb.aus[k],
-        int(rb.gaze[k]),
-        ra.nuisance[k],
-        64,
-    )
-    np.testing.assert_array_equal(pairs["truth_a"][k], truth)
+
+    def a_with_b_aus(gaze: int) -> np.ndarray:
+        identity = R.make_identity(int(ra.identity_seed[k]))
+        return R.render_face(identity, int(ra.pose[k]), rb.aus[k], gaze, ra.nuisance[k], 64)
+
+    np.testing.assert_array_equal(pairs["truth_a"][k], a_with_b_aus(int(rb.gaze[k])))
     # the AU region's reference: B's AUs, everything else A's own (gaze included)
-    aus_only = R.render_face(
-        R.make_identity(int(ra.identity_seed[k])),
-        int(ra.pose[k]),
-        rb.aus[k],
-        int(ra.gaze[k]),
-        ra.nuisance[k],
-        64,
-    )
-    np.testing.assert_array_equal(pairs["aus_only_a"][k], aus_only)
+    np.testing.assert_array_equal(pairs["aus_only_a"][k], a_with_b_aus(int(ra.gaze[k])))
     batch = next(iter(dm.val_dataloader()))
     assert batch["a"]["truth"].shape == (6, 3, 64, 64)
 
