@@ -60,6 +60,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from eet_lightning.model import EETModel  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
+from eet_lightning.runtime import tune_cpu_allocator  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
 
@@ -72,7 +73,9 @@ SECTIONS = ("reference", "inference", "training", "data")
 # norm parametrized, batch norm as its own layer, contiguous tensors): "grouped" runs Er's branches side by
 # side (the library's default); "fused" also folds spectral and batch norm into the convolutions (what
 # EETModel.load_from_checkpoint gives); "_cl" adds channels-last tensors, "_bf16" bf16 autocast on top.
-VARIANTS = ("fp32", "channels_last", "grouped", "fused", "fused_cl", "fused_cl_bf16")
+# "allocator" is "fp32" again once `tune_cpu_allocator` has run: every row but "fp32" (and the
+# "reference" training rows) is measured with the allocator eet-fit, eet-transfer and eet-evaluate set up.
+VARIANTS = ("fp32", "allocator", "channels_last", "grouped", "fused", "fused_cl", "fused_cl_bf16")
 MATMUL_SIZE = 2048
 PAPER_MS_PER_IMAGE = 49.0  # EET per image at test time, footnote of the paper's Table IV (one GTX 1080 Ti)
 
@@ -95,6 +98,7 @@ class BenchConfig:
     infer_batch: int  # pairs per batched transfer call
     data: dict[str, Any] = field(default_factory=dict)  # the YAML's data init_args
     stage2_batch: int | None = None  # pairs per stage-2 step (None: train_batch), as stage2.batch_size
+    channels_last: bool = False  # model.channels_last of the YAML: the memory format eet-fit trains in
 
     def batch(self, stage: int) -> int:
         return self.train_batch if stage == 1 or self.stage2_batch is None else self.stage2_batch
@@ -133,6 +137,7 @@ def load_config(
         infer_batch=infer_batch,
         data=data,
         stage2_batch=raw.get("stage2", {}).get("batch_size"),
+        channels_last=bool(model.get("channels_last", False)),
     )
 
 
@@ -333,15 +338,16 @@ def run_inference(
     memory: PeakMemory,
     repeats: int,
     warmup: int,
+    expected: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]],
 ) -> list[dict]:
+    """Rows for ``variants``; "fp32"'s output is kept in ``expected`` for the others to compare with."""
     rows: list[dict] = []
     data = fake_batch(cfg, batch, device)
     a, b = data["a"]["image"], data["b"]["image"]
-    expected: tuple[torch.Tensor, torch.Tensor] | None = None
     for variant in variants:
         memory.start()
         model = build_inference_model(cfg, device)
-        model.au_related_encoder.grouped = variant not in ("fp32", "channels_last")
+        model.au_related_encoder.grouped = variant not in ("fp32", "allocator", "channels_last")
         x, y = a, b
         if variant.startswith("fused"):
             model.fuse()
@@ -375,10 +381,10 @@ def run_inference(
         row.update(figures(flops, times, 2 * batch, reference), peak_mb=memory.peak_mb())
         row["ms_per_image"] = 1000 / row["images_per_s"]
         if variant == "fp32":
-            expected = out
-        elif expected is not None:
+            expected[(cfg.name, batch)] = out
+        elif (cfg.name, batch) in expected:
             row["max_abs_diff_vs_fp32"] = max(
-                float((o.float() - e).abs().max()) for o, e in zip(out, expected)
+                float((o.float() - e).abs().max()) for o, e in zip(out, expected[(cfg.name, batch)])
             )
         if variant.endswith("bf16") and reference.get("matmul_bf16_gflops"):
             row["ratio_to_bf16_matmul"] = row["gflops_per_s"] / reference["matmul_bf16_gflops"]
@@ -395,8 +401,11 @@ def _no_log(*args: Any, **kwargs: Any) -> None:
     """Stands in for ``log_losses``: outside a Trainer, Lightning's ``self.log`` has nowhere to go."""
 
 
-# Training forms: "reference" is the straightforward one (Er's branches one after the other, contiguous
-# tensors); "optimized" runs Er's branches side by side (the library's default) with channels-last tensors.
+# Training forms: "reference" is the straightforward one (each side of a pair through its own passes, each
+# discriminator input through its own call, Er's branches one after the other, contiguous tensors, torch's
+# default Adam, the C allocator's defaults); "optimized" is what eet-fit trains with for that config (batched
+# passes, shared discriminator calls, fused Adam, the tuned allocator, and the YAML's
+# arch.grouped_au_encoder and channels_last).
 TRAINING_FORMS = ("reference", "optimized")
 
 
@@ -413,10 +422,11 @@ def _training_module(
         arch=cfg.arch,
         variant=cfg.variant,
         loss_weights=cfg.loss_weights,
-        channels_last=optimized,
+        channels_last=optimized and cfg.channels_last,
         **options,
     ).to(device)
-    module.au_related_encoder.grouped = optimized
+    module.au_related_encoder.grouped = optimized and cfg.arch.grouped_au_encoder
+    module.straightforward = not optimized
     module.trainer = SimpleNamespace(max_epochs=1)  # all configure_optimizers reads from a Trainer
     module.setup("fit")
     module.train()
@@ -553,6 +563,9 @@ def print_table(result: dict) -> None:
     if m["load_start"] > 1.5 or m["load_end"] > 1.5:
         print("  WARNING: other work was running; these figures are not the machine's own")
     print(f"peak memory: {result['memory_measure']}")
+    if "allocator_tuned" in m:
+        state = "tuned (eet_lightning.runtime)" if m["allocator_tuned"] else "could not be tuned here"
+        print(f"C allocator: defaults for the fp32 / reference rows, {state} for every other row")
     if ref:
         line = f"reference: fp32 matmul {ref['matmul_fp32_gflops']:.1f} GFLOP/s, bf16 {ref['matmul_bf16_gflops']:.1f}"
         if "tf32" in ref:
@@ -716,45 +729,72 @@ def main(argv: list[str] | None = None) -> int:
         reference = run_reference(device, 3 if quick else (20 if cuda else 10))
         result["reference"] = reference
 
-    if "inference" in sections:
-        result["inference"] = []
+    # The straightforward forms first, with the C allocator's defaults; then the allocator eet-fit uses
+    # (a process-wide setting that cannot be undone) and every other form.
+    expected: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    result["inference"], result["training"] = [], []
+    training_rows: dict[tuple[str, int], dict[str, dict]] = {}
+
+    def measure_inference(names: list[str]) -> None:
+        if "inference" not in sections:
+            return
         for name in configs:
             cfg = all_configs[name]
             slow = name == "paper" and not cuda
             for batch in (1, cfg.infer_batch):
-                log(f"inference: {name} batch {batch} {','.join(variants)} ...")
+                log(f"inference: {name} batch {batch} {','.join(names)} ...")
                 result["inference"] += run_inference(
                     cfg,
                     batch,
-                    variants,
+                    names,
                     device,
                     reference,
                     memory,
                     slow_repeats if slow and batch > 1 else fast_repeats,
                     slow_warmup if slow and batch > 1 else fast_warmup,
+                    expected,
                 )
 
-    stage2_rates: dict[str, float] = {}
-    if "training" in sections:
-        result["training"] = []
+    def measure_training(form: str) -> None:
+        if "training" not in sections:
+            return
         for name in configs:
             cfg = all_configs[name]
             slow = name == "paper" and not cuda
             repeats, warmup = (slow_repeats, slow_warmup) if slow else (fast_repeats, fast_warmup)
             for stage in (1, 2):
-                rows = {}
-                for form in TRAINING_FORMS:
-                    log(f"training: {name} stage {stage} {form} ...")
-                    counted = rows["reference"]["gflop"] * 1e9 if rows else None
-                    rows[form] = run_training(
-                        cfg, stage, device, reference, memory, repeats, warmup, form, counted
-                    )
-                    result["training"].append(rows[form])
-                rows["optimized"]["speedup_vs_reference"] = (
-                    rows["reference"]["seconds"] / rows["optimized"]["seconds"]
+                log(f"training: {name} stage {stage} {form} ...")
+                rows = training_rows.setdefault((name, stage), {})
+                counted = rows["reference"]["gflop"] * 1e9 if "reference" in rows else None
+                rows[form] = run_training(
+                    cfg, stage, device, reference, memory, repeats, warmup, form, counted
                 )
-                if stage == 2:  # the form the library trains with
-                    stage2_rates[name] = rows["optimized"]["pairs_per_s"]
+                result["training"].append(rows[form])
+
+    measure_inference(["fp32"])
+    measure_training("reference")
+    result["machine"]["allocator_tuned"] = tune_cpu_allocator()
+    measure_inference([v for v in variants if v != "fp32"])
+    measure_training("optimized")
+
+    stage2_rates: dict[str, float] = {}
+    for (name, stage), rows in training_rows.items():
+        if "reference" in rows and "optimized" in rows:
+            rows["optimized"]["speedup_vs_reference"] = (
+                rows["reference"]["seconds"] / rows["optimized"]["seconds"]
+            )
+        if stage == 2 and "optimized" in rows:  # the form the library trains with
+            stage2_rates[name] = rows["optimized"]["pairs_per_s"]
+    order = {n: i for i, n in enumerate(configs)}
+    result["inference"].sort(
+        key=lambda r: (order[r["config"]], r["batch_pairs"], VARIANTS.index(r["variant"]))
+    )
+    result["training"].sort(
+        key=lambda r: (order[r["config"]], r["stage"], TRAINING_FORMS.index(r["variant"]))
+    )
+    for section in ("inference", "training"):
+        if section not in sections:
+            del result[section]
 
     if "data" in sections:
         result["data"] = []

@@ -66,8 +66,10 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
         ref = tiny_bench["reference"]["matmul_fp32_gflops"]
         assert row["ratio_to_fp32_matmul"] == pytest.approx(row["gflops_per_s"] / ref)
         assert row["images_per_s"] == pytest.approx(2 * row["batch_pairs"] / row["seconds"])
-    # FLOPs are counted, and a swap's cost grows with the batch exactly
-    assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-6)
+    # FLOPs are counted, and a swap's cost grows with the batch (but for spectral norm's matrix-vector
+    # products, once per layer and call whatever the batch)
+    assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-3)
+    assert rows[(2, "fp32")]["gflop"] < 2 * rows[(1, "fp32")]["gflop"]
     # channels-last and the fused inference form compute the same swaps
     for variant in ("channels_last", "fused", "fused_cl"):
         assert rows[(2, variant)]["max_abs_diff_vs_fp32"] < 1e-4
@@ -104,7 +106,7 @@ def test_bench_steps_update_what_training_updates() -> None:
     device = torch.device("cpu")
     step = bench.stage2_step(cfg, device, optimized=False)
     module = step.module
-    assert not module.au_related_encoder.grouped  # the reference form
+    assert not module.au_related_encoder.grouped and module.straightforward  # the reference form
     # parameters only: forward passes alone move batch-norm statistics and spectral-norm vectors
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     step()

@@ -216,3 +216,150 @@ def test_discriminator_shared_call_matches_separate_calls() -> None:
         for d in (m.image_discriminator, m.swap_discriminator):
             together = d(torch.cat([real, fake]))
             torch.testing.assert_close(together, torch.cat([d(real), d(fake)]), **TOL)
+
+
+# --------------------------------------------------------------------------------------------------
+# spectral norm's own backward, whole-kernel convolutions, straightforward vs batched stage-2 passes
+
+
+def _explicit_spectral_norm(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, update: bool):
+    """Spectral norm as autograd would differentiate it when written out (torch's formulation)."""
+    mat = (weight.transpose(0, dim) if dim else weight).flatten(1)
+    if update:
+        with torch.no_grad():
+            v = nn.functional.normalize(mat.t() @ u, dim=0, eps=1e-12)
+            u = nn.functional.normalize(mat @ v, dim=0, eps=1e-12)
+    return weight / torch.dot(u, mat @ v), u, v
+
+
+@pytest.mark.parametrize("kind", [SNConv2d, SNConvTranspose2d])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spectral_norm_backward_matches_autograd(kind: type, channels_last: bool) -> None:
+    """`_SpectralNormalize` (power iteration, W / sigma, and its hand-written two-pass gradient) against
+    the written-out formula through autograd: outputs, weight gradients and the updated vectors, over
+    several training steps and in eval mode, for convolutions (rows along dim 0) and transposed ones
+    (dim 1), contiguous and channels-last weights."""
+    torch.manual_seed(0)
+    layer = kind(6, 5, 3, 2, 1)
+    dim = 1 if kind is SNConvTranspose2d else 0
+    if channels_last:
+        layer = layer.to(memory_format=torch.channels_last)
+    weight = layer.weight.detach().clone().requires_grad_()
+    u, v = layer.sn_u.clone(), layer.sn_v.clone()
+    for training in (True, True, True, False):
+        layer.train(training)
+        grad_out = torch.randn(layer.weight.shape)
+        ours = layer.normalized_weight()
+        (got,) = torch.autograd.grad(ours, layer.weight, grad_out)
+        want, u, v = _explicit_spectral_norm(weight, u, v, dim, training)
+        (expected,) = torch.autograd.grad(want, weight, grad_out)
+        torch.testing.assert_close(ours, want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.sn_u, u, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer.sn_v, v, rtol=1e-5, atol=1e-6)
+        with torch.no_grad():  # a new weight each step, as training would make
+            layer.weight.add_(torch.randn(layer.weight.shape) * 0.05)
+            weight.copy_(layer.weight)
+
+
+@pytest.mark.parametrize("sn", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_kernel_convolution_is_a_matrix_product(sn: bool, channels_last: bool) -> None:
+    """The 4x4 -> 1x1 and 1x1 -> 1x1 layers ending Dsc/Dg run as one matrix product: the same outputs and
+    gradients as the convolution."""
+    from eet_lightning.nets.blocks import conv
+
+    torch.manual_seed(0)
+    for k, stride, size in ((4, 2, 4), (1, 1, 1)):
+        layer = conv(12, 7, k, stride, 0, sn).eval()
+        x = torch.randn(3, 12, size, size)
+        if channels_last:
+            layer = layer.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        out = layer(x)
+        weight = layer.normalized_weight() if sn else layer.weight
+        want = nn.functional.conv2d(x, weight, layer.bias, stride)
+        torch.testing.assert_close(out, want, **TOL)
+        grad = torch.randn(want.shape)
+        got = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad)
+        expected = torch.autograd.grad(want, (x, layer.weight, layer.bias), grad)
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, **TOL)
+
+
+def _gradients(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p.grad.clone() for k, p in module.named_parameters() if p.grad is not None}
+
+
+def test_straightforward_stage2_passes_give_the_same_losses_and_gradients() -> None:
+    """The straightforward form of a stage-2 step (each side through its own passes of E, Ef, Er and G,
+    each discriminator input through its own call) and the batched one: the same losses and the same
+    gradients for the generator step and the discriminator step (eval mode, so that spectral norm's power
+    iteration, which runs once per call, does not run more often in one form than in the other)."""
+    results = []
+    for straightforward in (True, False):
+        m = _eval_stage2()
+        m.straightforward = straightforward
+        gen = torch.Generator().manual_seed(1)
+        inputs = {
+            "image": torch.rand(4, 3, 64, 64, generator=gen) * 2 - 1,
+            "aus": torch.rand(4, 12, generator=gen) * 5,
+            "identity": torch.randint(5, (4,), generator=gen),
+            "pose": torch.randint(3, (4,), generator=gen),
+        }
+        r = m._rounds(inputs["image"])
+        g = m.generator_losses(inputs, r)
+        g["total_g"].backward()
+        g_grads = _gradients(m)
+        m.zero_grad()
+        d = m.discriminator_losses(inputs, r)
+        d["total_d"].backward()
+        results.append(({k: v.detach() for k, v in {**g, **d}.items()}, g_grads, _gradients(m)))
+    (loss_a, gen_a, disc_a), (loss_b, gen_b, disc_b) = results
+    assert loss_a.keys() == loss_b.keys() and {"L_adg", "L_sc", "D_g", "D_sc"} <= loss_a.keys()
+    for key in loss_a:
+        torch.testing.assert_close(loss_a[key], loss_b[key], rtol=1e-4, atol=1e-5)
+    for a, b in ((gen_a, gen_b), (disc_a, disc_b)):
+        assert a.keys() == b.keys() and a
+        # float-rounding scale: a conv bias right before instance norm has a true gradient of zero, so
+        # both forms give rounding noise there, of the order of 1e-6 of the step's largest gradient
+        scale = max(float(g.abs().max()) for g in a.values())
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5 * scale)
+    assert any(k.startswith("generator.") for k in gen_a) and any(
+        k.startswith("image_discriminator.") for k in disc_a
+    )
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_fused_adam_steps_like_torch_default(stage: int) -> None:
+    """Both stages' optimizers use torch's fused Adam; from the same gradients it moves every parameter as
+    the straightforward form's default Adam does."""
+    from types import SimpleNamespace
+
+    from eet_lightning.stage1 import Stage1Module
+
+    arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
+    params = []
+    for straightforward in (True, False):
+        torch.manual_seed(0)
+        m = (Stage1Module if stage == 1 else Stage2Module)(arch=arch)
+        m.straightforward = straightforward
+        m.trainer = SimpleNamespace(max_epochs=1)
+        config = m.configure_optimizers()
+        optimizers = [config["optimizer"]] if stage == 1 else config[0]
+        assert all(bool(o.defaults["fused"]) != straightforward for o in optimizers)
+        gen = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            for o in optimizers:
+                for group in o.param_groups:
+                    for p in group["params"]:
+                        p.grad = torch.randn(p.shape, generator=gen)
+                o.step()
+        params.append({k: p.detach().clone() for k, p in m.named_parameters()})
+    moved = 0
+    for key, value in params[0].items():
+        torch.testing.assert_close(params[1][key], value, rtol=1e-6, atol=1e-7)
+        moved += 0 if stage == 2 and key.startswith("encoder.") else 1
+    assert moved > 0

@@ -16,6 +16,7 @@ from eet_lightning.aus import DISFA_AUS, OPENFACE_AUS  # noqa: E402
 from eet_lightning.base import LossWeights  # noqa: E402
 from eet_lightning.model import EETModel  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
+from eet_lightning.runtime import tune_cpu_allocator  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
 
@@ -28,4 +29,5 @@ __all__ = [
     "LossWeights",
     "Stage1Module",
     "Stage2Module",
+    "tune_cpu_allocator",
 ]

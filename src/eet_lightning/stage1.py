@@ -9,7 +9,7 @@ import torch
 
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
-from eet_lightning.base import EETBase, LossWeights, Variant, half_constant_then_linear
+from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
 from eet_lightning.nets import ArchConfig
 
 
@@ -85,12 +85,8 @@ class Stage1Module(EETBase):
         self.log_losses("val", values, inputs["image"].shape[0])
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(
-            (p for p in self.parameters() if p.requires_grad),
-            lr=self.hparams.lr,
-            betas=tuple(self.hparams.betas),
-            foreach=True,
-        )
+        params = (p for p in self.parameters() if p.requires_grad)
+        opt = adam(params, self.hparams.lr, self.hparams.betas, self.straightforward)
         total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         sched = torch.optim.lr_scheduler.LambdaLR(opt, half_constant_then_linear(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

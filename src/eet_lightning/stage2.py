@@ -12,7 +12,7 @@ from torch import nn
 
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
-from eet_lightning.base import EETBase, LossWeights, Variant, half_constant_then_linear
+from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
 from eet_lightning.nets import ArchConfig, Generator, ImageDiscriminator
 
 # E, C, Du and Dd are in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
@@ -157,28 +157,37 @@ class Stage2Module(EETBase):
         fr_a, fr_b = fr.chunk(2)
         return self.generator(torch.cat([fr_b, fr_a]), torch.cat([ff_a, ff_b])).chunk(2)
 
+    def _encode(
+        self, images: torch.Tensor, first_round: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f, f_f, f_r, normalized AUs) of real images (first round) or of swapped ones (second round)."""
+        if first_round:
+            with torch.no_grad():  # E is frozen and the real images need no gradient
+                feature = self.encoder(images)
+        else:  # E of the generated image, as eq. 7 needs: gradients reach G through it
+            feature = self.encoder(images)
+        au_free = self.au_free_encoder(feature)
+        if first_round or self.hparams.train_au_encoder_on_generated or not torch.is_grad_enabled():
+            au_related, au_pred = self.au_related_encoder(feature)
+        else:  # gradients reach G through the swapped image, never Er's weights
+            er = self.au_related_encoder
+            state = {k: v.detach() for k, v in er.named_parameters()} | dict(er.named_buffers())
+            au_related, au_pred = torch.func.functional_call(er, state, (feature,))
+        return feature, au_free, au_related, au_pred
+
     def _rounds(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both rounds for a stacked batch x = [A; B]. Every output is stacked the same way."""
-        with torch.no_grad():  # E is frozen and the real images need no gradient
-            feature = self.encoder(x)
-        au_free = self.au_free_encoder(feature)
-        au_related, au_pred = self.au_related_encoder(feature)
+        if self.straightforward:
+            return self._rounds_per_side(x)
+        _, au_free, au_related, au_pred = self._encode(x, first_round=True)
         ff_a, ff_b = au_free.chunk(2)
         fr_a, fr_b = au_related.chunk(2)
         # One generator call for the swaps (İa = G(fr_b, ff_a), İb = G(fr_a, ff_b)) and the
         # self-reconstructions (Ǐa = G(fr_a, ff_a), Ǐb = G(fr_b, ff_b)).
         generated = self.generator(torch.cat([fr_b, fr_a, fr_a, fr_b]), torch.cat([ff_a, ff_b, ff_a, ff_b]))
         swapped, self_recon = generated.chunk(2)
-        # Second round on the swapped images (E of the generated image, as eq. 7 needs), then the
-        # cross-cycle reconstruction Îa = G(f_r(İb), f_f(İa)).
-        feature2 = self.encoder(swapped)
-        au_free2 = self.au_free_encoder(feature2)
-        if self.hparams.train_au_encoder_on_generated or not torch.is_grad_enabled():
-            au_related2, au_pred2 = self.au_related_encoder(feature2)
-        else:  # gradients reach G through the swapped image, never Er's weights
-            er = self.au_related_encoder
-            state = {k: v.detach() for k, v in er.named_parameters()} | dict(er.named_buffers())
-            au_related2, au_pred2 = torch.func.functional_call(er, state, (feature2,))
+        # Second round on the swapped images, then the cross-cycle reconstruction Îa = G(f_r(İb), f_f(İa)).
+        feature2, au_free2, au_related2, au_pred2 = self._encode(swapped, first_round=False)
         ff2_a, ff2_b = au_free2.chunk(2)
         fr2_a, fr2_b = au_related2.chunk(2)
         cycle = self.generator(torch.cat([fr2_b, fr2_a]), torch.cat([ff2_a, ff2_b]))
@@ -192,6 +201,35 @@ class Stage2Module(EETBase):
             "au_pred2": au_pred2,
             "cycle": cycle,
         }
+
+    def _rounds_per_side(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`_rounds` in the straightforward form: each side and each generated image set through its own
+        passes of E, Ef, Er and G, as Fig. 1(a) draws them (4 passes of E/Ef/Er and 6 of G, not 2 and 2)."""
+        a, b = x.chunk(2)
+        G = self.generator
+        _, ff_a, fr_a, au_a = self._encode(a, first_round=True)
+        _, ff_b, fr_b, au_b = self._encode(b, first_round=True)
+        swap_a, swap_b = G(fr_b, ff_a), G(fr_a, ff_b)
+        recon_a, recon_b = G(fr_a, ff_a), G(fr_b, ff_b)
+        feat2_a, ff2_a, fr2_a, au2_a = self._encode(swap_a, first_round=False)
+        feat2_b, ff2_b, fr2_b, au2_b = self._encode(swap_b, first_round=False)
+        return {
+            "au_free": torch.cat([ff_a, ff_b]),
+            "au_related": torch.cat([fr_a, fr_b]),
+            "au_pred": torch.cat([au_a, au_b]),
+            "swapped": torch.cat([swap_a, swap_b]),
+            "self_recon": torch.cat([recon_a, recon_b]),
+            "feature2": torch.cat([feat2_a, feat2_b]),
+            "au_pred2": torch.cat([au2_a, au2_b]),
+            "cycle": torch.cat([G(fr2_b, ff2_a), G(fr2_a, ff2_b)]),
+        }
+
+    def _discriminate(self, discriminator: nn.Module, *images: torch.Tensor) -> torch.Tensor:
+        """Scores of stacked [A; B] image batches, concatenated: one call for all of them (instance norm
+        keeps samples independent), or in the straightforward form one call per side of each."""
+        if self.straightforward:
+            return torch.cat([discriminator(side) for batch in images for side in batch.chunk(2)])
+        return discriminator(torch.cat(images))
 
     @staticmethod
     def _swap_halves(t: torch.Tensor) -> torch.Tensor:
@@ -214,7 +252,7 @@ class Stage2Module(EETBase):
                 identity_logits, pose_logits, inputs["identity"], inputs["pose"], w.lambda_p
             ),
             "L_r": L.reconstruction_loss(r["self_recon"], r["cycle"], inputs["image"]),
-            "L_adg": L.lsgan_generator_loss(self.image_discriminator(r["swapped"])),
+            "L_adg": L.lsgan_generator_loss(self._discriminate(self.image_discriminator, r["swapped"])),
         }
         total = (
             out["L_u"]
@@ -228,7 +266,7 @@ class Stage2Module(EETBase):
             out["L_d_E"] = L.identity_confusion_loss(self.identity_discriminator(r["au_related"]))
             total = total + w.lambda_adu * out["L_u_E"] + w.lambda_add * out["L_d_E"]
         if self.flags["swap_consistency"]:
-            out["L_sc"] = L.lsgan_generator_loss(self.swap_discriminator(r["swapped"]))
+            out["L_sc"] = L.lsgan_generator_loss(self._discriminate(self.swap_discriminator, r["swapped"]))
             total = total + w.lambda_sc * out["L_sc"]
         out["total_g"] = total
         return out
@@ -238,13 +276,13 @@ class Stage2Module(EETBase):
     ) -> dict[str, torch.Tensor]:
         swapped = r["swapped"].detach()
         n = swapped.shape[0]
-        # real and generated inputs share one call (instance norm keeps samples independent)
-        scores = self.image_discriminator(torch.cat([inputs["image"], swapped]))
+        # real and generated inputs share one call
+        scores = self._discriminate(self.image_discriminator, inputs["image"], swapped)
         out = {"D_g": L.lsgan_discriminator_loss(scores[:n], scores[n:])}
         total = out["D_g"]
         if self.flags["swap_consistency"]:
             # Dsc: self-reconstruction is "real", the swapped image "fake" (eq. 8)
-            scores = self.swap_discriminator(torch.cat([r["self_recon"].detach(), swapped]))
+            scores = self._discriminate(self.swap_discriminator, r["self_recon"].detach(), swapped)
             out["D_sc"] = L.lsgan_discriminator_loss(scores[:n], scores[n:])
             total = total + out["D_sc"]
         if self.flags["adversarial"] and self.hparams.get("train_feature_discriminators", False):
@@ -326,8 +364,8 @@ class Stage2Module(EETBase):
         if self.flags["adversarial"] and hp.get("train_feature_discriminators", False):
             d_modules += [self.au_discriminator, self.identity_discriminator]
         d_params = [p for m in d_modules for p in m.parameters()]
-        opt_g = torch.optim.Adam(g_params, lr=hp.lr_generator, betas=tuple(hp.betas), foreach=True)
-        opt_d = torch.optim.Adam(d_params, lr=hp.lr_discriminator, betas=tuple(hp.betas), foreach=True)
+        opt_g = adam(g_params, hp.lr_generator, hp.betas, self.straightforward)
+        opt_d = adam(d_params, hp.lr_discriminator, hp.betas, self.straightforward)
         total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         factor = half_constant_then_linear(total)
         return [opt_g, opt_d], [

@@ -44,6 +44,7 @@ from eet_lightning.evaluation.scorers import (  # noqa: E402
 )
 from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces  # noqa: E402
 from eet_lightning.model import EETModel  # noqa: E402
+from eet_lightning.runtime import tune_for_cli  # noqa: E402
 
 ALL_PROTOCOLS = ("groundtruth", *P.PROTOCOLS)
 
@@ -436,6 +437,7 @@ class _Run:
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-evaluate`; tests call ``main([...])`` directly."""
     argv = list(sys.argv[1:] if args is None else args)
+    tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
     try:
         if argv[:1] == ["train-scorer"]:
             return train_main(argv[1:])

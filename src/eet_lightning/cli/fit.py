@@ -25,6 +25,7 @@ from eet_lightning.base import LossWeights, Variant  # noqa: E402
 from eet_lightning.callbacks import ImageGridCallback, first_pairs, pair_grid  # noqa: E402
 from eet_lightning.datamodules.base import EETDataModule  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
+from eet_lightning.runtime import tune_for_cli  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
 
@@ -316,6 +317,7 @@ def write_test_grid(module: Stage2Module, data: EETDataModule, path: Path, pairs
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-fit`; tests call ``main([...])`` directly."""
     argv = list(sys.argv[1:] if args is None else args)
+    tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
     parser = build_parser()
     try:
         cfg = parser.parse_args(resolve_config_names(argv))

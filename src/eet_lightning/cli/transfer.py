@@ -42,6 +42,7 @@ from eet_lightning.data.images import (  # noqa: E402
     write_image_atomic,
 )
 from eet_lightning.model import EETModel  # noqa: E402
+from eet_lightning.runtime import tune_for_cli  # noqa: E402
 
 PROG = "eet-transfer"
 # The pasted region in unit crop coordinates: an ellipse around the template's face (eyes at y 0.44, mouth
@@ -529,6 +530,7 @@ def _device(name: str) -> torch.device:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-transfer`; tests call ``main([...])`` directly."""
+    tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
     try:
         parsed = build_parser().parse_args(args)
         if parsed.batch_size < 1:

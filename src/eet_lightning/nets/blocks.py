@@ -2,13 +2,98 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 Norm = Literal["bn", "in", "none"]
+
+
+def _matrix_layout(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, list[int]]:
+    """``weight`` as a batch of matrices ``[A, rows, C]`` in its own memory order (no copy for contiguous
+    or channels-last tensors), rows along ``dim``, and the order of the other axes in that view."""
+    order = sorted(range(weight.dim()), key=lambda d: (-weight.stride(d), d))
+    mem = weight.permute(order)
+    if not mem.is_contiguous():  # an unusual layout: one copy
+        mem = mem.contiguous()
+    pos = order.index(dim)
+    batch = math.prod(mem.shape[:pos])
+    return mem.reshape(batch, weight.shape[dim], -1), [d for d in order if d != dim]
+
+
+def _matrix_products(
+    weight: torch.Tensor, dim: int, u: torch.Tensor | None, v: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(M^T u, M v)`` for the matrix ``M = weight.transpose(0, dim).flatten(1)`` of spectral norm, computed
+    on the weight where it lies in memory (``M`` itself would be a copy of the weight for a transposed
+    convolution, or for any channels-last weight). ``M^T u`` is skipped when ``u`` is None."""
+    mats, others = _matrix_layout(weight, dim)
+    natural = [d for d in range(weight.dim()) if d != dim]  # the column order of M
+    to_mem = [natural.index(d) for d in others]
+    v_mem = v.view([weight.shape[d] for d in natural]).permute(to_mem).reshape(mats.shape[0], -1)
+    mv = torch.bmm(mats, v_mem.unsqueeze(-1)).sum(0).squeeze(-1)
+    if u is None:
+        return None, mv
+    mtu = torch.matmul(u, mats).view([weight.shape[d] for d in others])  # [A, C] in memory order
+    return mtu.permute([others.index(d) for d in natural]).reshape(-1), mv
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """A dense tensor as a flat view in memory order (None if it has gaps or overlaps)."""
+    mem = t.permute(sorted(range(t.dim()), key=lambda d: (-t.stride(d), d)))
+    return mem.view(-1) if mem.is_contiguous() else None
+
+
+class _SpectralNormalize(torch.autograd.Function):
+    """``W / sigma`` with ``sigma = u^T M v`` (M: W as a matrix with rows along ``dim``), after one power
+    iteration that updates ``u`` and ``v`` when ``update``. Returns the normalized weight and the vectors.
+
+    The same function autograd would differentiate through (``u`` and ``v`` are constants, as in torch's
+    spectral norm), with its gradient written in two passes over the weight:
+    ``dL/dW = G / sigma - (<G, W> / sigma^2) u v^T``, instead of the several temporaries of the
+    division's and the matrix-vector product's generic backward.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, u, v, dim: int, update: bool):  # type: ignore[override]
+        with torch.no_grad(), torch.autocast(weight.device.type, enabled=False):
+            w = weight.float()
+            u, v = u.float(), v.float()
+            if update:
+                mtu, _ = _matrix_products(w, dim, u, v)
+                v = F.normalize(mtu, dim=0, eps=1e-12)
+                _, wv = _matrix_products(w, dim, None, v)
+                u = F.normalize(wv, dim=0, eps=1e-12)
+            else:
+                _, wv = _matrix_products(w, dim, None, v)
+            sigma = torch.dot(u, wv)
+            out = weight / sigma.to(weight.dtype)
+        ctx.dim = dim
+        ctx.save_for_backward(weight, u, v, sigma)
+        ctx.mark_non_differentiable(u, v)
+        return out, u, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad, _grad_u, _grad_v):  # type: ignore[override]
+        weight, u, v, sigma = ctx.saved_tensors
+        dim, shape = ctx.dim, weight.shape
+        g, w = _flat(grad), _flat(weight)
+        if g is not None and w is not None and grad.stride() == weight.stride():
+            inner = torch.dot(g.float(), w.float())
+        else:
+            inner = (grad.float() * weight.float()).sum()
+        out = grad / sigma.to(grad.dtype)
+        u_shape = [shape[d] if d == dim else 1 for d in range(len(shape))]
+        v_shape = [1 if d == dim else shape[d] for d in range(len(shape))]
+        # -<G, W> / sigma^2 folded into the (small) v factor: one in-place pass, no host sync
+        coeff = v.view(v_shape) * (-inner / (sigma * sigma))
+        out.addcmul_(u.view(u_shape).to(out.dtype), coeff.to(out.dtype))
+        return out, None, None, None, None
 
 
 class _SpectralNormMixin:
@@ -16,8 +101,10 @@ class _SpectralNormMixin:
     estimated by one power iteration per training forward pass, as torch's own implementation does.
 
     Written here rather than taken from ``torch.nn.utils.parametrizations`` because parametrized modules
-    cannot be pickled, and ``ddp_spawn`` and notebooks' multiprocessing pickle the model. The state dict
-    is plain: ``weight`` (the unnormalized W), ``bias``, ``sn_u``, ``sn_v``.
+    cannot be pickled, and ``ddp_spawn`` and notebooks' multiprocessing pickle the model; and because its
+    backward (`_SpectralNormalize`) takes two passes over the weight where autograd's generic one takes
+    several (the weights of Table I's 4x4 levels are tens of MB each). The state dict is plain:
+    ``weight`` (the unnormalized W), ``bias``, ``sn_u``, ``sn_v``.
     """
 
     weight: torch.Tensor
@@ -41,18 +128,48 @@ class _SpectralNormMixin:
         return weight.flatten(1)
 
     def normalized_weight(self) -> torch.Tensor:
-        mat = self._weight_matrix(self.weight)
+        # sigma in fp32 even under autocast (bf16/fp16 matmuls would mix dtypes and lose precision);
+        # the vectors saved for backward are new tensors, so the next forward's update leaves them alone.
+        out, u, v = _SpectralNormalize.apply(self.weight, self.sn_u, self.sn_v, self._sn_dim, self.training)
         if self.training:
             with torch.no_grad():
-                v = F.normalize(mat.t() @ self.sn_u, dim=0, eps=1e-12)
-                u = F.normalize(mat @ v, dim=0, eps=1e-12)
                 self.sn_u.copy_(u)
                 self.sn_v.copy_(v)
-        # clones: the next forward updates the buffers in place, which must not touch this graph.
-        # sigma in fp32 even under autocast (bf16/fp16 matmuls would mix dtypes and lose precision).
-        with torch.autocast(mat.device.type, enabled=False):
-            sigma = torch.dot(self.sn_u.clone().float(), mat.float() @ self.sn_v.clone().float())
-        return self.weight / sigma.to(self.weight.dtype)
+        return out
+
+
+def conv2d(
+    layer: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``layer``'s convolution with the given weight. A kernel that covers the whole unpadded input (the
+    4x4 -> 1x1 and 1x1 -> 1x1 layers ending Dsc and Dg) is one matrix product: the same sums, without
+    the convolution kernels' per-call weight reordering (at Table I's size that layer's weight is 134 MB)."""
+    whole = (
+        layer.padding == (0, 0)
+        and layer.groups == 1
+        and layer.dilation == (1, 1)
+        and x.dim() == 4
+        and tuple(x.shape[2:]) == tuple(layer.kernel_size)
+    )
+    if not whole:
+        return layer._conv_forward(x, weight, bias)
+    # flatten both in the weight's memory order (channels-last or contiguous) so that neither is copied
+    last = (
+        weight.dim() == 4
+        and not weight.is_contiguous()
+        and weight.is_contiguous(memory_format=torch.channels_last)
+    )
+    if last:
+        x, weight = x.permute(0, 2, 3, 1), weight.permute(0, 2, 3, 1)
+    out = F.linear(x.reshape(x.shape[0], -1), weight.reshape(weight.shape[0], -1), bias)
+    return out[:, :, None, None]
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state dict) with `conv2d`'s whole-kernel shortcut."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d(self, x, self.weight, self.bias)
 
 
 class SNConv2d(_SpectralNormMixin, nn.Conv2d):
@@ -61,7 +178,7 @@ class SNConv2d(_SpectralNormMixin, nn.Conv2d):
         self._init_spectral_norm(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.normalized_weight(), self.bias)
+        return conv2d(self, x, self.normalized_weight(), self.bias)
 
 
 class SNConvTranspose2d(_SpectralNormMixin, nn.ConvTranspose2d):
@@ -84,7 +201,7 @@ class SNConvTranspose2d(_SpectralNormMixin, nn.ConvTranspose2d):
 
 def conv(in_ch: int, out_ch: int, k: int, s: int, p: int, sn: bool, bias: bool = True) -> nn.Conv2d:
     """Conv2d, spectrally normalized when ``sn``."""
-    return (SNConv2d if sn else nn.Conv2d)(in_ch, out_ch, k, s, p, bias=bias)
+    return (SNConv2d if sn else Conv2d)(in_ch, out_ch, k, s, p, bias=bias)
 
 
 def deconv(in_ch: int, out_ch: int, k: int, s: int, p: int, op: int, sn: bool) -> nn.ConvTranspose2d:
