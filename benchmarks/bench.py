@@ -9,14 +9,20 @@ In one run, on the machine it runs on, it measures
 - inference: `EETModel.transfer` on one pair and on a batch of pairs, at the paper config (256 px,
   width 1, configs/disfa.yaml) and at the quick-start config (configs/synthetic.yaml), in images per second
   (a pair gives two swapped images), achieved GFLOP/s and the ratio to the fp32 matmul rate; the
-  straightforward form ("fp32": Er's branches one after the other) beside Er's branches side by side
-  ("grouped") and the inference form EETModel loads ("fused": also spectral and batch norm folded), in
-  channels-last memory format, and under bf16 autocast, with the max abs output difference against "fp32";
+  straightforward form ("fp32": Er's branches one after the other, spectral and batch norm as layers, the
+  C allocator's defaults) beside the same with the tuned allocator ("allocator"), Er's branches side by
+  side ("grouped") and the inference form EETModel loads ("fused": spectral and batch norm folded, large
+  layers with small outputs as matrix products), in channels-last memory format, and under bf16
+  autocast, with the max abs output difference against "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
-  without a Trainer, in the straightforward form ("reference": Er's branches one after the other,
-  contiguous tensors) and the form the library trains with ("optimized": side by side, channels-last), with
-  the speed-up between them; the paper config at batch 2, the quick-start config at its stage batches;
+  without a Trainer, in the straightforward form ("reference": each side of a pair through its own passes,
+  each discriminator input through its own call, Er's branches one after the other, contiguous tensors,
+  torch's default Adam, the C allocator's defaults) and the form eet-fit trains with ("optimized": batched
+  passes, shared discriminator calls, fused Adam, the tuned allocator, the YAML's Er form and memory
+  format), with the speed-up between them; the paper config at batch 2, the quick-start config at its
+  stage batches. Both forms use spectral norm's own backward and the whole-kernel matrix products of
+  Dsc/Dg (`nets/blocks.py`);
 - data: pairs per second from the synthetic DataModule (the quick-start settings) and from a
   prepared-manifest DataModule (256 px, batch 16, via benchmarks/data_throughput.py), each as a multiple
   of the rate at which the stage-2 step of the matching config consumes pairs;
@@ -29,6 +35,8 @@ In one run, on the machine it runs on, it measures
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one untimed call (a training step
 counts its backward pass too), never by hand. Times are wall-clock seconds, the best of the timed
 repeats (with ``torch.cuda.synchronize`` around each on CUDA); all repeats are kept in the JSON.
+The allocator setting (`eet_lightning.runtime.tune_cpu_allocator`) is process-wide and cannot be
+undone, so the straightforward rows ("fp32", "reference") are all measured first, then every other row.
 The load average at start and end is recorded: figures taken while other work runs are not the
 machine's.
 """
@@ -40,6 +48,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -78,6 +87,10 @@ SECTIONS = ("reference", "inference", "training", "data")
 VARIANTS = ("fp32", "allocator", "channels_last", "grouped", "fused", "fused_cl", "fused_cl_bf16")
 MATMUL_SIZE = 2048
 PAPER_MS_PER_IMAGE = 49.0  # EET per image at test time, footnote of the paper's Table IV (one GTX 1080 Ti)
+# Training images per epoch with the paper's splits (section IV-A1); an epoch visits each once as side A.
+# The paper trained each for 119, 106, 142 and 27 hours on one GTX 1080 Ti (IV-A2).
+DATASET_TRAIN_IMAGES = {"DISFA": 87_210, "RaFD": 4_320, "MMI": 173_374, "CFD": 1_081}
+PAPER_TRAIN_HOURS = {"DISFA": 119, "RaFD": 106, "MMI": 142, "CFD": 27}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -553,6 +566,33 @@ def manifest_rate(batches: int, images: int, workers: int, memory: PeakMemory) -
 
 
 # --------------------------------------------------------------------------------------------------
+# epoch cost
+
+
+def epoch_costs(stage2_row: dict, devices: tuple[int, ...] = (1, 8)) -> list[dict]:
+    """One stage-2 epoch of each dataset from the measured paper-config stage-2 step: steps of
+    ``batch_pairs`` pairs per device, ``images / (batch_pairs x devices)`` steps. With more than one device
+    the step time is the one-device time, a lower bound: DDP's gradient all-reduce (255 M parameters) is
+    not in it, and is not measured on a single device."""
+    rows = []
+    for name, images in DATASET_TRAIN_IMAGES.items():
+        for n in devices:
+            steps = math.ceil(images / (stage2_row["batch_pairs"] * n))
+            rows.append(
+                {
+                    "dataset": name,
+                    "train_images": images,
+                    "devices": n,
+                    "batch_pairs_per_device": stage2_row["batch_pairs"],
+                    "steps": steps,
+                    "hours": steps * stage2_row["seconds"] / 3600,
+                    "measured": n == 1,
+                }
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
 # report
 
 
@@ -610,6 +650,16 @@ def print_table(result: dict) -> None:
             print(
                 f"{name:36} {r['pairs_per_s']:8.1f} {step_text} {ratio_text} {r['peak_mb']:8.0f}  "
                 f"(vs the {r['config']} stage-2 step)"
+            )
+    if result.get("epoch_cost"):
+        print(
+            "\none stage-2 epoch at the paper config (the optimized step above; 8 devices: that step time, a lower bound)"
+        )
+        for r in result["epoch_cost"]:
+            note = "" if r["measured"] else "  (all-reduce not included)"
+            print(
+                f"  {r['dataset']:6} {r['train_images']:>7,} images  {r['devices']} device(s) x "
+                f"{r['batch_pairs_per_device']} pairs: {r['steps']:>7,} steps, {r['hours']:8.2f} h{note}"
             )
     paper = [
         r
@@ -795,6 +845,10 @@ def main(argv: list[str] | None = None) -> int:
     for section in ("inference", "training"):
         if section not in sections:
             del result[section]
+
+    paper_stage2 = training_rows.get(("paper", 2), {}).get("optimized")
+    if paper_stage2:
+        result["epoch_cost"] = epoch_costs(paper_stage2)
 
     if "data" in sections:
         result["data"] = []

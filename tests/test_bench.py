@@ -121,3 +121,17 @@ def test_bench_steps_update_what_training_updates() -> None:
     before = [p.clone() for p in step1.module.encoder.parameters()]
     step1()
     assert any(not torch.equal(p, q) for p, q in zip(step1.module.encoder.parameters(), before))
+
+
+def test_epoch_cost_from_the_stage2_step() -> None:
+    bench = _load_bench()
+    rows = {(r["dataset"], r["devices"]): r for r in bench.epoch_costs({"batch_pairs": 2, "seconds": 3.0})}
+    assert set(rows) == {(d, n) for d in ("DISFA", "RaFD", "MMI", "CFD") for n in (1, 8)}
+    disfa = rows[("DISFA", 1)]
+    assert (
+        disfa["steps"] == 43_605
+        and disfa["hours"] == pytest.approx(43_605 * 3.0 / 3600)
+        and disfa["measured"]
+    )
+    assert rows[("DISFA", 8)]["steps"] == 5_451 and not rows[("DISFA", 8)]["measured"]
+    assert rows[("CFD", 1)]["steps"] == 541  # 1,081 images: the last step has one pair
