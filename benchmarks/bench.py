@@ -730,12 +730,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench.py: --device cuda given, but torch sees no CUDA device")
     quick = args.quick
     cuda = device.type == "cuda"
-    # repeats: fast calls get more; the 256 px / width 1 CPU steps take seconds each, so one warm-up
-    # (the FLOP-counting call) and 2 timed calls
+    # repeats: fast calls get more; the 256 px / width 1 CPU steps take seconds each, so two warm-ups
+    # (the FLOP-counting call and one more: the C allocator's heap reaches the step's peak in the first
+    # steps, each new 4 KB page costing a fault, ~8 us on this VM) and 2 timed calls
     fast_repeats = args.repeats or (1 if quick else 5)
     slow_repeats = args.repeats or (1 if quick else (5 if cuda else 2))
     # the FLOP-counting call is always the first warm-up
-    fast_warmup, slow_warmup = (0 if quick else 1, 0) if not cuda else (3, 2)
+    fast_warmup, slow_warmup = (0 if quick else 1, 0 if quick else 1) if not cuda else (3, 2)
 
     all_configs = bench_configs(args.paper_train_batch, args.infer_batch)
     memory = PeakMemory(device)
