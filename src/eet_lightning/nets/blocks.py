@@ -26,20 +26,22 @@ def _matrix_layout(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, list[i
 
 
 def _matrix_products(
-    weight: torch.Tensor, dim: int, u: torch.Tensor | None, v: torch.Tensor
-) -> tuple[torch.Tensor | None, torch.Tensor]:
+    weight: torch.Tensor, dim: int, u: torch.Tensor | None, v: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(M^T u, M v)`` for the matrix ``M = weight.transpose(0, dim).flatten(1)`` of spectral norm, computed
     on the weight where it lies in memory (``M`` itself would be a copy of the weight for a transposed
-    convolution, or for any channels-last weight). ``M^T u`` is skipped when ``u`` is None."""
+    convolution, or for any channels-last weight). A product whose vector is None is skipped."""
     mats, others = _matrix_layout(weight, dim)
     natural = [d for d in range(weight.dim()) if d != dim]  # the column order of M
-    to_mem = [natural.index(d) for d in others]
-    v_mem = v.view([weight.shape[d] for d in natural]).permute(to_mem).reshape(mats.shape[0], -1)
-    mv = torch.bmm(mats, v_mem.unsqueeze(-1)).sum(0).squeeze(-1)
-    if u is None:
-        return None, mv
-    mtu = torch.matmul(u, mats).view([weight.shape[d] for d in others])  # [A, C] in memory order
-    return mtu.permute([others.index(d) for d in natural]).reshape(-1), mv
+    mv = mtu = None
+    if v is not None:
+        to_mem = [natural.index(d) for d in others]
+        v_mem = v.view([weight.shape[d] for d in natural]).permute(to_mem).reshape(mats.shape[0], -1)
+        mv = torch.bmm(mats, v_mem.unsqueeze(-1)).sum(0).squeeze(-1)
+    if u is not None:
+        mtu = torch.matmul(u, mats).view([weight.shape[d] for d in others])  # [A, C] in memory order
+        mtu = mtu.permute([others.index(d) for d in natural]).reshape(-1)
+    return mtu, mv
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor | None:
@@ -64,7 +66,7 @@ class _SpectralNormalize(torch.autograd.Function):
             w = weight.float()
             u, v = u.float(), v.float()
             if update:
-                mtu, _ = _matrix_products(w, dim, u, v)
+                mtu, _ = _matrix_products(w, dim, u, None)
                 v = F.normalize(mtu, dim=0, eps=1e-12)
                 _, wv = _matrix_products(w, dim, None, v)
                 u = F.normalize(wv, dim=0, eps=1e-12)
