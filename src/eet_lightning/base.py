@@ -18,6 +18,7 @@ from eet_lightning.nets import (
     FeatureDiscriminator,
     FeatureEncoder,
 )
+from eet_lightning.nets.blocks import PReLU, _SpectralNormMixin
 
 Variant = Literal["eet", "eet_single", "bs_net", "b_net"]
 VARIANTS: tuple[str, ...] = ("eet", "eet_single", "bs_net", "b_net")
@@ -111,10 +112,10 @@ class EETBase(pl.LightningModule):
         super().__init__()
         # The straightforward form of the training step, kept callable to measure the faster one against
         # (benchmarks/bench.py) and to test that both compute the same: each side of a pair through its
-        # own passes, each discriminator input through its own call, torch's default Adam. Not a
-        # hyper-parameter; set it before fitting. (Er's per-branch loop and contiguous tensors, the rest of
-        # that form, are `arch.grouped_au_encoder` and `channels_last`.)
-        self.straightforward = False
+        # own passes, each discriminator input through its own call, torch's default Adam, aten's PReLU
+        # backward. Not a hyper-parameter; set it before fitting. (Er's per-branch loop and contiguous
+        # tensors, the rest of that form, are `arch.grouped_au_encoder` and `channels_last`.)
+        self._straightforward = False
         # channels-last weights make oneDNN's CPU convolutions (and CUDA's with AMP) faster; the numbers
         # computed are the same up to float rounding. Applied when fitting starts (see `setup`).
         self.channels_last = channels_last
@@ -157,6 +158,19 @@ class EETBase(pl.LightningModule):
         self.hparams["arch"] = self.arch.to_dict()
         self.hparams["loss_weights"] = asdict(self.weights)
         self.hparams["aus"] = list(self.aus)
+
+    @property
+    def straightforward(self) -> bool:
+        return self._straightforward
+
+    @straightforward.setter
+    def straightforward(self, value: bool) -> None:
+        self._straightforward = bool(value)
+        for module in self.modules():
+            if isinstance(module, PReLU):
+                module.fast_backward = not value
+            if isinstance(module, _SpectralNormMixin):
+                module.scale_output = not value
 
     @property
     def max_intensity(self) -> int:

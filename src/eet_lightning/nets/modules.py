@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, conv, deconv, stacked_layer
+from eet_lightning.nets.blocks import ConvBlock, PReLU, UpResBlock, check_shape, conv, deconv, stacked_layer
 from eet_lightning.nets.config import ArchConfig
 
 # Table I at 256 px: output channels of the four stride-2 levels shared by C, Ef and Er
@@ -189,7 +189,7 @@ class ImageDiscriminator(nn.Module):
             in_ch = arch.ch(out)
         layers += [
             conv(in_ch, arch.ch(2048), 4, 2, 0, sn),  # 4x4 -> 1x1
-            nn.PReLU(),
+            PReLU(),
             conv(arch.ch(2048), 1, 1, 1, 0, sn),
         ]
         self.layers = nn.Sequential(*layers)
