@@ -11,18 +11,20 @@ In one run, on the machine it runs on, it measures
   (a pair gives two swapped images), achieved GFLOP/s and the ratio to the fp32 matmul rate; the
   straightforward form ("fp32": Er's branches one after the other, spectral and batch norm as layers, the
   C allocator's defaults) beside the same with the tuned allocator ("allocator"), Er's branches side by
-  side ("grouped") and the inference form EETModel loads ("fused": spectral and batch norm folded, large
-  layers with small outputs as matrix products), in channels-last memory format, and under bf16
-  autocast, with the max abs output difference against "fp32";
+  side ("grouped") and the inference form EETModel loads ("fused": spectral and batch norm folded,
+  convolution weights prepacked in oneDNN's layout, Er's branches as the config builds them), in
+  channels-last memory format, and under bf16 autocast, with the max abs output difference against
+  "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
   without a Trainer, in the straightforward form ("reference": each side of a pair through its own passes,
   each discriminator input through its own call, Er's branches one after the other, contiguous tensors,
   torch's default Adam, the C allocator's defaults) and the form eet-fit trains with ("optimized": batched
   passes, shared discriminator calls, fused Adam, the tuned allocator, the YAML's Er form and memory
-  format), with the speed-up between them; the paper config at batch 2, the quick-start config at its
-  stage batches. Both forms use spectral norm's own backward and the whole-kernel matrix products of
-  Dsc/Dg (`nets/blocks.py`);
+  format, spectral norm dividing the convolution's output where that is smaller than the weight, the
+  vectorized PReLU backward), with the speed-up between them; the paper config at batch 2, the
+  quick-start config at its stage batches. Both forms use spectral norm's own power iteration and the
+  whole-kernel matrix products of Dsc/Dg (`nets/blocks.py`);
 - data: pairs per second from the synthetic DataModule (the quick-start settings) and from a
   prepared-manifest DataModule (256 px, batch 16, via benchmarks/data_throughput.py), each as a multiple
   of the rate at which the stage-2 step of the matching config consumes pairs;
@@ -69,6 +71,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from eet_lightning.model import EETModel  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
+from eet_lightning.nets.blocks import _SpectralNormMixin  # noqa: E402
 from eet_lightning.runtime import tune_cpu_allocator  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
@@ -80,8 +83,9 @@ REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("reference", "inference", "training", "data")
 # Inference forms, each against the straightforward one ("fp32": Er's branches one after the other, spectral
 # norm parametrized, batch norm as its own layer, contiguous tensors): "grouped" runs Er's branches side by
-# side (the library's default); "fused" also folds spectral and batch norm into the convolutions (what
-# EETModel.load_from_checkpoint gives); "_cl" adds channels-last tensors, "_bf16" bf16 autocast on top.
+# side; "fused" folds spectral and batch norm into the convolutions and prepacks their weights, with Er as
+# the config builds it (what EETModel.load_from_checkpoint gives); "_cl" adds channels-last tensors,
+# "_bf16" bf16 autocast on top.
 # "allocator" is "fp32" again once `tune_cpu_allocator` has run: every row but "fp32" (and the
 # "reference" training rows) is measured with the allocator eet-fit, eet-transfer and eet-evaluate set up.
 VARIANTS = ("fp32", "allocator", "channels_last", "grouped", "fused", "fused_cl", "fused_cl_bf16")
@@ -360,7 +364,15 @@ def run_inference(
     for variant in variants:
         memory.start()
         model = build_inference_model(cfg, device)
-        model.au_related_encoder.grouped = variant not in ("fp32", "allocator", "channels_last")
+        # Er's branches: one after the other in the straightforward rows, side by side in "grouped", and
+        # in the fused rows as the config builds them (what EETModel.load_from_checkpoint gives)
+        model.au_related_encoder.grouped = (
+            cfg.arch.grouped_au_encoder if variant.startswith("fused") else variant == "grouped"
+        )
+        if variant in ("fp32", "allocator", "channels_last"):  # spectral norm as W / sigma, then the conv
+            for layer in model.modules():
+                if isinstance(layer, _SpectralNormMixin):
+                    layer.scale_output = False
         x, y = a, b
         if variant.startswith("fused"):
             model.fuse()

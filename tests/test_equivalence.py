@@ -520,3 +520,61 @@ def test_straightforward_switch_reaches_every_layer() -> None:
     assert not any(x.fast_backward for x in prelus) and not any(x.scale_output for x in sn)
     m.straightforward = False
     assert all(x.fast_backward for x in prelus) and all(x.scale_output for x in sn)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prepacked_convolutions_compute_the_plain_ones(channels_last: bool) -> None:
+    """`_PrepackedWeight`: a prepacked (de)convolution gives the plain one's output (strided, grouped,
+    transposed with output padding), follows in-place weight updates and new input shapes, stays out of
+    the state dict, copies and pickles without its oneDNN copy, and leaves gradient and autocast calls to
+    the plain path."""
+    import copy
+    import pickle
+
+    from eet_lightning.nets.blocks import Conv2d, ConvTranspose2d
+
+    torch.manual_seed(0)
+    layers = [
+        (Conv2d(16, 24, 3, 2, 1), 8),
+        (Conv2d(24, 48, 3, 1, 1, groups=3), 5),
+        (ConvTranspose2d(16, 8, 3, 2, 1, 1), 4),
+        (ConvTranspose2d(16, 8, 3, 1, 1, 0), 4),
+    ]
+    for layer, size in layers:
+        layer.eval()
+        plain = copy.deepcopy(layer)
+        layer.prepacked = True
+        for batch in (2, 3):  # a new input shape makes a new copy
+            x = torch.randn(batch, layer.in_channels, size, size)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                torch.testing.assert_close(layer(x), plain(x), **TOL)
+            assert "_packed_cache" in layer.__dict__
+        with torch.no_grad():  # an in-place update (as load_state_dict does) is seen at the next call
+            layer.weight.mul_(-2.0)
+            plain.weight.mul_(-2.0)
+            torch.testing.assert_close(layer(x), plain(x), **TOL)
+        assert set(layer.state_dict()) == set(plain.state_dict())
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert "_packed_cache" not in clone.__dict__
+            with torch.no_grad():
+                torch.testing.assert_close(clone(x), plain(x), **TOL)
+        out = layer(x.clone().requires_grad_())  # gradients wanted: the plain convolution
+        assert out.grad_fn is not None and "Convolution" in type(out.grad_fn).__name__
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(x).dtype == torch.bfloat16
+
+
+def test_fused_model_prepacks_every_convolution() -> None:
+    """`fuse_for_inference` marks every convolution of the inference form prepacked (and nothing in a
+    training module is)."""
+    from eet_lightning.nets.blocks import _PrepackedWeight
+
+    arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25)
+    torch.manual_seed(0)
+    model = EETModel(arch).eval()
+    assert not any(getattr(m, "prepacked", False) for m in model.modules())
+    model.fuse()
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert convs and all(isinstance(m, _PrepackedWeight) and m.prepacked for m in convs)

@@ -7,6 +7,9 @@ Two rewrites, each exact up to float rounding for a module in eval mode (tests c
 - batch norm in eval mode folded into the convolution before it (``bn(conv(x)) = conv'(x)``), including
   the post-sum BN of G's UpRes blocks, which folds into both summed deconvolutions.
 
+Then every convolution is marked ``prepacked``: on CPU, no-gradient fp32 calls use a copy of its weight in
+oneDNN's own layout, made once (see `_PrepackedWeight`), instead of reordering the weight at every call.
+
 (Er's branches run side by side, one convolution per level, in training and inference alike: see
 `AURelatedEncoder`.) The checkpoint is never touched: `EETModel` builds these forms from the
 parametrized weights it loads, and ``fuse=False`` keeps the training form.
@@ -17,7 +20,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eet_lightning.nets.blocks import SNConv2d, SNConvTranspose2d, UpResBlock
+from eet_lightning.nets.blocks import (
+    Conv2d,
+    ConvTranspose2d,
+    SNConv2d,
+    SNConvTranspose2d,
+    UpResBlock,
+    _PrepackedWeight,
+)
 
 _Conv = nn.Conv2d | nn.ConvTranspose2d
 
@@ -25,8 +35,8 @@ _Conv = nn.Conv2d | nn.ConvTranspose2d
 @torch.no_grad()
 def _plain_copy(layer: _Conv, weight: torch.Tensor, bias: torch.Tensor | None) -> _Conv:
     """A plain Conv2d/ConvTranspose2d with ``layer``'s geometry and the given weight and bias."""
-    kind = nn.ConvTranspose2d if isinstance(layer, nn.ConvTranspose2d) else nn.Conv2d
-    extra = {"output_padding": layer.output_padding} if kind is nn.ConvTranspose2d else {}
+    kind = ConvTranspose2d if isinstance(layer, nn.ConvTranspose2d) else Conv2d
+    extra = {"output_padding": layer.output_padding} if kind is ConvTranspose2d else {}
     out = kind(
         layer.in_channels,
         layer.out_channels,
@@ -120,4 +130,7 @@ def fuse_for_inference(module: nn.Module) -> nn.Module:
         raise ValueError("fuse_for_inference needs a module in eval mode")
     fold_spectral_norm(module)
     fold_batch_norm(module)
+    for layer in module.modules():
+        if isinstance(layer, _PrepackedWeight):
+            layer.prepacked = True
     return module.eval()  # the new plain layers too
