@@ -526,19 +526,19 @@ def test_straightforward_switch_reaches_every_layer() -> None:
 def test_prepacked_convolutions_compute_the_plain_ones(channels_last: bool) -> None:
     """`_PrepackedWeight`: a prepacked (de)convolution gives the plain one's output (strided, grouped,
     transposed with output padding), follows in-place weight updates and new input shapes, stays out of
-    the state dict, copies and pickles without its oneDNN copy, and leaves gradient and autocast calls to
-    the plain path."""
+    the state dict, copies and pickles without its oneDNN copy, and leaves gradient and autocast calls,
+    and calls whose output outweighs the weight, to the plain path."""
     import copy
     import pickle
 
     from eet_lightning.nets.blocks import Conv2d, ConvTranspose2d
 
     torch.manual_seed(0)
-    layers = [
-        (Conv2d(16, 24, 3, 2, 1), 8),
-        (Conv2d(24, 48, 3, 1, 1, groups=3), 5),
-        (ConvTranspose2d(16, 8, 3, 2, 1, 1), 4),
-        (ConvTranspose2d(16, 8, 3, 1, 1, 0), 4),
+    layers = [  # deep-level shapes: the output is smaller than the weight
+        (Conv2d(16, 24, 3, 2, 1), 4),
+        (Conv2d(24, 48, 3, 1, 1, groups=3), 3),
+        (ConvTranspose2d(16, 8, 3, 2, 1, 1), 2),
+        (ConvTranspose2d(16, 8, 3, 1, 1, 0), 3),
     ]
     for layer, size in layers:
         layer.eval()
@@ -560,6 +560,11 @@ def test_prepacked_convolutions_compute_the_plain_ones(channels_last: bool) -> N
             assert "_packed_cache" not in clone.__dict__
             with torch.no_grad():
                 torch.testing.assert_close(clone(x), plain(x), **TOL)
+        big = torch.randn(2, layer.in_channels, 32, 32)  # an output larger than the weight: plain path
+        layer.__dict__.pop("_packed_cache")
+        with torch.no_grad():
+            torch.testing.assert_close(layer(big), plain(big), **TOL)
+        assert "_packed_cache" not in layer.__dict__
         out = layer(x.clone().requires_grad_())  # gradients wanted: the plain convolution
         assert out.grad_fn is not None and "Convolution" in type(out.grad_fn).__name__
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -71,8 +71,9 @@ class EETModel(nn.Module):
         when None) and switch to eval mode.
 
         ``fuse`` (default) rewrites the networks into their inference form (`eet_lightning.nets.fuse`:
-        spectral and batch norm folded into the convolutions): the same outputs up to float rounding,
-        faster. The checkpoint file is not touched;
+        spectral and batch norm folded into the convolutions; on CPU, convolution weights kept in
+        oneDNN's layout after the first call, which holds a second copy of them): the same outputs up
+        to float rounding, faster. The checkpoint file is not touched;
         ``fuse=False`` keeps the training form (e.g. to read the weights as they were trained).
         """
         ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint")

@@ -343,8 +343,8 @@ class _PrepackedWeight:
     levels of Table I at one pair (4 x 4 or 8 x 8 maps, weights of 20-75 MB) that reorder reads and
     writes the whole weight, and the layer is bound by memory traffic, not arithmetic (a 2048 -> 1024 3x3
     deconvolution at 4 x 4: 16.5 ms plain, 8.1 ms prepacked). With ``prepacked`` (set by
-    `fuse_for_inference`), a no-gradient fp32 CPU call uses a reordered copy made once per weight
-    version and input shape (one pair at 256 px: 0.34 -> 0.29 s; 16 pairs: no change beyond the noise).
+    `fuse_for_inference`), a no-gradient fp32 CPU call whose output is no larger than the weight uses a
+    reordered copy made once per weight version and input shape (one pair at 256 px: 0.35 -> 0.30 s).
     The parameter, the state dict and every other path are unchanged; the copy (as large as the weight)
     is not part of the state and is rebuilt after ``.to()``, a weight update or a new input shape.
     """
@@ -366,6 +366,10 @@ class _PrepackedWeight:
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
             and _prepack_ops()
+            # where the weight outweighs the output (the deep levels, small batches); layers bound by
+            # arithmetic ran slower prepacked: 16 pairs at 256 px took ~4.9 s with every layer prepacked
+            # and ~4.5 s with none
+            and self.weight.numel() >= output_numel(self, x)
         )
 
     def _packed(self, x: torch.Tensor) -> torch.Tensor:
