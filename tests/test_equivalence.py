@@ -583,3 +583,29 @@ def test_fused_model_prepacks_every_convolution() -> None:
     model.fuse()
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert convs and all(isinstance(m, _PrepackedWeight) and m.prepacked for m in convs)
+
+
+def test_output_scaled_spectral_norm_trains_under_bf16_autocast() -> None:
+    """Under bf16 autocast (the mixed-precision path) the output-scaled layer gives the normalized-weight
+    layer's output and gradients to bf16 precision, in bf16 for the activations and fp32 for the
+    parameters' gradients, and updates its vectors in fp32."""
+    import copy
+
+    torch.manual_seed(0)
+    scaled = SNConv2d(32, 48, 3, 2, 1).train()
+    plain = copy.deepcopy(scaled)
+    plain.scale_output = False
+    x = torch.randn(2, 32, 6, 6)
+    results = []
+    for layer in (scaled, plain):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(xi)
+        assert out.dtype == torch.bfloat16
+        grads = torch.autograd.grad(out.float().square().sum(), (xi, layer.weight, layer.bias))
+        results.append((out.float().detach(), *grads))
+    assert [g.dtype for g in results[0][1:]] == [torch.float32] * 3
+    for got, want in zip(*results):
+        assert float((got - want).norm()) <= 2e-2 * float(want.norm())
+    assert scaled.sn_u.dtype == torch.float32
+    torch.testing.assert_close(scaled.sn_u, plain.sn_u)
