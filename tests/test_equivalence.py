@@ -392,7 +392,7 @@ def test_output_scaled_spectral_norm_matches_autograd(
     """`_SNConvolution`, ``conv(x, W) / sigma + b`` with its hand-written gradient, against
     ``conv(x, W / sigma) + b`` written out through autograd: outputs, input, weight and bias gradients
     and the updated vectors, over training steps and in eval mode."""
-    from eet_lightning.nets.blocks import _SNConvolution
+    from eet_lightning.nets.blocks import _SNConvolution, output_numel
 
     torch.manual_seed(0)
     layer = kind(*args)
@@ -408,7 +408,7 @@ def test_output_scaled_spectral_norm_matches_autograd(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
-        assert layer._output_numel(x) <= layer.weight.numel()  # the layer takes the output-scaled form
+        assert output_numel(layer, x) <= layer.weight.numel()  # the layer takes the output-scaled form
         out = layer(x)
         assert type(out.grad_fn).__name__ == f"{_SNConvolution.__name__}Backward"
         normalized, u, v = _explicit_spectral_norm(weight, u, v, dim, training)

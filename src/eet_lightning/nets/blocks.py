@@ -281,9 +281,6 @@ class _SpectralNormMixin:
     # is no larger than the weight; False always normalizes the weight (the straightforward form).
     scale_output = True
 
-    def _output_numel(self, x: torch.Tensor) -> int:
-        return output_numel(self, x)
-
     def spectral_conv(self, x: torch.Tensor, conv) -> torch.Tensor:
         """The layer's output: ``conv(x, W / sigma, bias)``, by `_SNConvolution` when that is cheaper."""
         if (
@@ -291,7 +288,7 @@ class _SpectralNormMixin:
             and x.dim() == 4
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
-            and self._output_numel(x) <= self.weight.numel()
+            and output_numel(self, x) <= self.weight.numel()
         ):
             out, u, v = _SNConvolution.apply(
                 x, self.weight, self.bias, self.sn_u, self.sn_v, self, self.training
