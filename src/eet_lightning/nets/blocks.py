@@ -468,8 +468,10 @@ class _PReLUFunction(torch.autograd.Function):
         if per_channel:
             shape[1] = weight.numel()
         a = weight.view(shape).to(grad.dtype)
-        positive = torch.ops.aten.threshold_backward(grad, x, 0)  # g where x > 0, else 0
-        grad_x = torch.lerp(positive, grad, a) if ctx.needs_input_grad[0] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            positive = torch.ops.aten.threshold_backward(grad, x, 0)  # g where x > 0, else 0
+            grad_x = torch.lerp(positive, grad, a)
         grad_w = None
         if ctx.needs_input_grad[1]:
             terms = grad * x.clamp(max=0)
