@@ -24,7 +24,11 @@ In one run, on the machine it runs on, it measures
   format, spectral norm dividing the convolution's output where that is smaller than the weight, the
   vectorized PReLU backward), with the speed-up between them; the paper config at batch 2, the
   quick-start config at its stage batches. Both forms use spectral norm's own power iteration and the
-  whole-kernel matrix products of Dsc/Dg (`nets/blocks.py`);
+  whole-kernel matrix products of Dsc/Dg (`nets/blocks.py`). Then the speed-up once more with the two
+  forms interleaved ("side by side": rounds of a few calls of each, one after the other, in one process,
+  the tuned allocator for both; every config whose step takes under a second): the machine's speed
+  drifts by 10-30% over minutes on a shared host, and rows measured minutes apart carry that drift into
+  their ratio;
 - data: pairs per second from the synthetic DataModule (the quick-start settings) and from a
   prepared-manifest DataModule (256 px, batch 16, via benchmarks/data_throughput.py), each as a multiple
   of the rate at which the stage-2 step of the matching config consumes pairs;
@@ -538,6 +542,41 @@ def run_training(
     return row
 
 
+def side_by_side(
+    cfg: BenchConfig, stage: int, device: torch.device, rounds: int, calls: int, warmup: int
+) -> dict:
+    """The speed-up of the optimized training form over the reference form, measured interleaved: both
+    steps built in one process, then ``rounds`` rounds of ``calls`` timed calls of the reference form
+    followed by ``calls`` of the optimized one. Each round's ratio of medians compares the two forms a
+    second apart, so a drift in the machine's speed (other virtual machines on the host, frequency)
+    moves both; the median over rounds and its range are reported. Both forms run with the C
+    allocator setting in force at the time (the tuned one: it is process-wide and cannot be undone)."""
+    make = stage1_step if stage == 1 else stage2_step
+    steps = {form: make(cfg, device, form == "optimized") for form in TRAINING_FORMS}
+    for step in steps.values():
+        time_calls(step, device, 0, warmup)
+    per_round: dict[str, list[float]] = {form: [] for form in TRAINING_FORMS}
+    for _ in range(rounds):
+        for form, step in steps.items():
+            per_round[form].append(statistics.median(time_calls(step, device, calls, 0)))
+    ratios = [r / o for r, o in zip(per_round["reference"], per_round["optimized"])]
+    return {
+        "config": cfg.name,
+        "stage": stage,
+        "image_size": cfg.arch.image_size,
+        "batch_pairs": cfg.batch(stage),
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "reference_seconds": statistics.median(per_round["reference"]),
+        "optimized_seconds": statistics.median(per_round["optimized"]),
+        "reference_seconds_all": per_round["reference"],
+        "optimized_seconds_all": per_round["optimized"],
+        "speedup": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+    }
+
+
 # --------------------------------------------------------------------------------------------------
 # data
 
@@ -662,6 +701,15 @@ def print_table(result: dict) -> None:
                 f"{name:36} {r['seconds']:8.3f} {r['images_per_s']:8.2f} {r['gflop']:8.2f} "
                 f"{r['gflops_per_s']:8.1f} {r['ratio_to_fp32_matmul'] or 0:7.1%} {r['peak_mb']:8.0f}  {extra}"
             )
+    if result.get("side_by_side"):
+        print("\ntraining, the two forms interleaved (median of rounds; both with the tuned allocator)")
+        for r in result["side_by_side"]:
+            name = f"{r['config']} stage{r['stage']} {r['image_size']}px b{r['batch_pairs']}"
+            print(
+                f"{name:36} reference {r['reference_seconds']:.3f} s, optimized {r['optimized_seconds']:.3f} s: "
+                f"{r['speedup']:.2f}x (rounds {r['speedup_min']:.2f}-{r['speedup_max']:.2f}x, "
+                f"{r['rounds']} x {r['calls_per_round']} calls)"
+            )
     if result.get("data"):
         print(f"\ndata\n{'':36} {'pairs/s':>8} {'step p/s':>8} {'ratio':>8} {'peak MB':>8}")
         for r in result["data"]:
@@ -731,10 +779,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="DataLoader workers of the manifest DataModule"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=9,
+        help="rounds of the interleaved reference/optimized training comparison (default 9)",
+    )
     parser.add_argument("--out", default="runs/bench.json", help="where the JSON goes")
     args = parser.parse_args(argv)
 
     sections = parse_list(args.only, SECTIONS, "--only")
+    if args.rounds < 1:
+        raise SystemExit(f"bench.py: --rounds must be at least 1, got {args.rounds}")
     configs = parse_list(args.configs, ("paper", "quick", "tiny"), "--configs")
     variants = parse_list(args.variants, VARIANTS, "--variants")
     variants = ["fp32"] + [v for v in variants if v != "fp32"]
@@ -759,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     slow_repeats = args.repeats or (1 if quick else (5 if cuda else 2))
     # the FLOP-counting call is always the first warm-up
     fast_warmup, slow_warmup = (0 if quick else 1, 0 if quick else 1) if not cuda else (3, 2)
+    # interleaved reference/optimized training steps: rounds, timed calls of each form per round, warm-ups
+    side_by_side_plan = (2, 1, 1) if quick else (args.rounds, 3, 5)
 
     all_configs = bench_configs(args.paper_train_batch, args.infer_batch)
     memory = PeakMemory(device)
@@ -849,6 +907,17 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"]["allocator_tuned"] = tune_cpu_allocator()
     measure_inference([v for v in variants if v != "fp32"])
     measure_training("optimized")
+    if "training" in sections:
+        # the speed-up again, the two forms interleaved (the configs whose steps take under a second)
+        result["side_by_side"] = []
+        for name in configs:
+            if name == "paper" and not cuda:
+                continue
+            for stage in (1, 2):
+                log(f"training side by side: {name} stage {stage} ...")
+                result["side_by_side"].append(
+                    side_by_side(all_configs[name], stage, device, *side_by_side_plan)
+                )
 
     stage2_rates: dict[str, float] = {}
     for (name, stage), rows in training_rows.items():

@@ -88,6 +88,15 @@ def test_bench_training_and_data_rows(tiny_bench: dict) -> None:
         ref, opt = forms[(stage, "reference")], forms[(stage, "optimized")]
         assert opt["speedup_vs_reference"] == pytest.approx(ref["seconds"] / opt["seconds"])
         assert opt["gflop"] == pytest.approx(ref["gflop"], rel=1e-3)  # the same work, counted the same way
+    pairs = {r["stage"]: r for r in tiny_bench["side_by_side"]}
+    assert set(pairs) == {1, 2}
+    for row in pairs.values():  # the interleaved comparison: the speed-up of each round, then the median
+        assert row["config"] == "tiny" and row["rounds"] == len(row["reference_seconds_all"]) == 2
+        ratios = sorted(r / o for r, o in zip(row["reference_seconds_all"], row["optimized_seconds_all"]))
+        assert row["speedup"] == pytest.approx((ratios[0] + ratios[1]) / 2)
+        assert row["speedup_min"] == pytest.approx(ratios[0]) and row["speedup_max"] == pytest.approx(
+            ratios[1]
+        )
     rows = {s: forms[(s, "optimized")] for s in (1, 2)}
     # stage 2 runs two rounds through G and two discriminators on top of the encoders
     assert rows[2]["gflop"] > 2 * rows[1]["gflop"]
@@ -135,3 +144,16 @@ def test_epoch_cost_from_the_stage2_step() -> None:
     )
     assert rows[("DISFA", 8)]["steps"] == 5_451 and not rows[("DISFA", 8)]["measured"]
     assert rows[("CFD", 1)]["steps"] == 541  # 1,081 images: the last step has one pair
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["--configs", "huge"], "--configs must be a comma-separated subset"),
+        (["--only", "speed"], "--only must be a comma-separated subset"),
+    ],
+)
+def test_bench_rejects_bad_arguments(argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        _load_bench().main(argv)
