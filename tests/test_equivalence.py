@@ -120,6 +120,64 @@ def test_side_by_side_branches_train_like_the_per_branch_loop(norm: str, sn: boo
         torch.testing.assert_close(grouped(feature)[0], looped(feature)[0], **TOL)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_feature_discriminators_side_by_side_train_like_separate_calls(channels_last: bool) -> None:
+    """Du and Dd with their layers side by side (one grouped convolution per level): the same scores,
+    input and parameter gradients and spectral-norm vectors as one call of each, over two training
+    steps (each step's power iteration moves the vectors) and in eval mode."""
+    from eet_lightning.nets.modules import FeatureDiscriminator
+
+    arch = ArchConfig(image_size=64, width=0.125, num_identities=5)
+    torch.manual_seed(0)
+    pairs = []
+    for _ in range(2):  # separate, side by side: the same weights
+        du, dd = FeatureDiscriminator(arch, 36), FeatureDiscriminator(arch, arch.num_identities)
+        pairs.append((du, dd))
+    _randomize(pairs[0][0]), _randomize(pairs[0][1])
+    for ours, theirs in zip(pairs[1], pairs[0]):
+        ours.load_state_dict(theirs.state_dict())
+        for module in (ours, theirs):  # the side-by-side form normalizes the weight; so does this one
+            for layer in module.modules():
+                if isinstance(layer, _SpectralNormMixin):
+                    layer.scale_output = False
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    for module in (*pairs[0], *pairs[1]):
+        module.to(memory_format=memory).train()
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(2):
+        channels = pairs[0][0].layers[0][0].in_channels
+        feats = [torch.randn(4, channels, 4, 4, generator=gen).to(memory_format=memory) for _ in range(2)]
+        results = []
+        for side_by_side, (du, dd) in zip((False, True), pairs):
+            xs = [f.clone().requires_grad_() for f in feats]
+            if side_by_side:
+                scores = FeatureDiscriminator.side_by_side([du, dd], xs)
+            else:
+                scores = [du(xs[0]), dd(xs[1])]
+            (scores[0].square().mean() + scores[1].sin().sum()).backward()
+            grads = {
+                f"{i}.{n}": p.grad.clone() for i, d in enumerate((du, dd)) for n, p in d.named_parameters()
+            }
+            for d in (du, dd):
+                d.zero_grad()
+            state = {f"{i}.{k}": v for i, d in enumerate((du, dd)) for k, v in d.state_dict().items()}
+            results.append((scores, [x.grad for x in xs], grads, state))
+        (s1, x1, g1, st1), (s2, x2, g2, st2) = results
+        for a, b in zip(s2 + x2, s1 + x1):
+            torch.testing.assert_close(a, b, **TOL)
+        assert g1.keys() == g2.keys() and st1.keys() == st2.keys()
+        for name in g1:
+            torch.testing.assert_close(g2[name], g1[name], **TOL, msg=name)
+        for name in st1:  # the power iteration ran once per layer in both forms
+            torch.testing.assert_close(st2[name], st1[name], **TOL, msg=name)
+    for module in (*pairs[0], *pairs[1]):
+        module.eval()
+    with torch.no_grad():
+        got = FeatureDiscriminator.side_by_side(list(pairs[1]), feats)
+        torch.testing.assert_close(got[0], pairs[0][0](feats[0]), **TOL)
+        torch.testing.assert_close(got[1], pairs[0][1](feats[1]), **TOL)
+
+
 def test_side_by_side_branches_after_folding() -> None:
     """The inference form (spectral and batch norm folded) still runs Er's branches side by side."""
     looped, grouped = _er_pair("bn", True)

@@ -172,6 +172,16 @@ class EETBase(pl.LightningModule):
             if isinstance(module, _SpectralNormMixin):
                 module.scale_output = not value
 
+    def feature_discriminators(
+        self, au_free: torch.Tensor, au_related: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Du(f_f), Dd(f_r)): side by side, or in the straightforward form one call each."""
+        du, dd = self.au_discriminator, self.identity_discriminator
+        if self.straightforward:
+            return du(au_free), dd(au_related)
+        du_scores, dd_scores = FeatureDiscriminator.side_by_side([du, dd], [au_free, au_related])
+        return du_scores, dd_scores
+
     @property
     def max_intensity(self) -> int:
         return self.arch.max_intensity

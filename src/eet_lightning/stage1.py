@@ -58,10 +58,9 @@ class Stage1Module(EETBase):
             au_free = self.au_free_encoder(feature)
             if self.hparams.detach_discriminator_inputs:
                 au_free, au_related = au_free.detach(), au_related.detach()
-            out["L_u_D"] = L.au_discrimination_loss(self.au_discriminator(au_free), inputs["aus"], lmax)
-            out["L_d_D"] = L.identity_discrimination_loss(
-                self.identity_discriminator(au_related), inputs["identity"]
-            )
+            du_scores, dd_scores = self.feature_discriminators(au_free, au_related)
+            out["L_u_D"] = L.au_discrimination_loss(du_scores, inputs["aus"], lmax)
+            out["L_d_D"] = L.identity_discrimination_loss(dd_scores, inputs["identity"])
             total = total + w.lambda_adu * out["L_u_D"] + w.lambda_add * out["L_d_D"]
         out["total"] = total
         return out, au_pred

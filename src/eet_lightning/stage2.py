@@ -262,8 +262,9 @@ class Stage2Module(EETBase):
             + w.lambda_adg * out["L_adg"]
         )
         if self.flags["adversarial"]:
-            out["L_u_E"] = L.au_confusion_loss(self.au_discriminator(r["au_free"]), self.arch.num_aus, lmax)
-            out["L_d_E"] = L.identity_confusion_loss(self.identity_discriminator(r["au_related"]))
+            du_scores, dd_scores = self.feature_discriminators(r["au_free"], r["au_related"])
+            out["L_u_E"] = L.au_confusion_loss(du_scores, self.arch.num_aus, lmax)
+            out["L_d_E"] = L.identity_confusion_loss(dd_scores)
             total = total + w.lambda_adu * out["L_u_E"] + w.lambda_add * out["L_d_E"]
         if self.flags["swap_consistency"]:
             out["L_sc"] = L.lsgan_generator_loss(self._discriminate(self.swap_discriminator, r["swapped"]))
@@ -287,12 +288,11 @@ class Stage2Module(EETBase):
             total = total + out["D_sc"]
         if self.flags["adversarial"] and self.hparams.get("train_feature_discriminators", False):
             lmax = self.max_intensity
-            out["L_u_D"] = L.au_discrimination_loss(
-                self.au_discriminator(r["au_free"].detach()), inputs["aus"], lmax
+            du_scores, dd_scores = self.feature_discriminators(
+                r["au_free"].detach(), r["au_related"].detach()
             )
-            out["L_d_D"] = L.identity_discrimination_loss(
-                self.identity_discriminator(r["au_related"].detach()), inputs["identity"]
-            )
+            out["L_u_D"] = L.au_discrimination_loss(du_scores, inputs["aus"], lmax)
+            out["L_d_D"] = L.identity_discrimination_loss(dd_scores, inputs["identity"])
             total = total + out["L_u_D"] + out["L_d_D"]
         out["total_d"] = total
         return out

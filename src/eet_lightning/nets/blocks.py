@@ -449,7 +449,8 @@ class _PReLUFunction(torch.autograd.Function):
     full-size tensor of the weight's per-element terms, summed afterwards): on 1 M floats it takes
     about 3 ms on a 2-core CPU, where a copy takes 0.06 ms. Here the input's gradient is
     ``lerp(threshold_backward(g, x, 0), g, a)`` (g where x > 0, a * g elsewhere) and the weight's
-    ``sum(g * min(x, 0))`` over every axis but the channels: about 0.6 ms for the same tensor.
+    ``sum(g * min(x, 0))`` over every axis but the channels, taken as ``<g - threshold_backward(g, x, 0),
+    x>`` (one dot product for a single slope): about 0.6 ms for the same tensor.
     """
 
     @staticmethod
@@ -468,17 +469,19 @@ class _PReLUFunction(torch.autograd.Function):
         if per_channel:
             shape[1] = weight.numel()
         a = weight.view(shape).to(grad.dtype)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            positive = torch.ops.aten.threshold_backward(grad, x, 0)  # g where x > 0, else 0
-            grad_x = torch.lerp(positive, grad, a)
+        positive = torch.ops.aten.threshold_backward(grad, x, 0)  # g where x > 0, else 0
+        grad_x = torch.lerp(positive, grad, a) if ctx.needs_input_grad[0] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
-            terms = grad * x.clamp(max=0)
+            # sum(g * min(x, 0)) as the products of x with g where x <= 0: the same terms
+            negative = grad - positive
+            flat_n, flat_x = _flat(negative), _flat(x)
             if per_channel:
-                grad_w = terms.sum([d for d in range(x.dim()) if d != 1])
+                grad_w = (negative * x).sum([d for d in range(x.dim()) if d != 1])
+            elif flat_n is not None and flat_x is not None and negative.stride() == x.stride():
+                grad_w = torch.dot(flat_n, flat_x).reshape(weight.shape)  # one pass, nothing written
             else:
-                grad_w = terms.sum().reshape(weight.shape)
+                grad_w = (negative * x).sum().reshape(weight.shape)
             grad_w = grad_w.to(weight.dtype)
         return grad_x, grad_w
 

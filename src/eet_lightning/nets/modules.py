@@ -176,6 +176,24 @@ class FeatureDiscriminator(nn.Module):
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(feature).mean(dim=(2, 3)))
 
+    def _leaves(self) -> list[nn.Module]:
+        return [leaf for block in self.layers for leaf in block]
+
+    @staticmethod
+    def side_by_side(
+        discriminators: list[FeatureDiscriminator], features: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """``[d(f) for d, f in zip(discriminators, features)]`` with their conv layers run side by side
+        (one grouped convolution per level over the concatenated features, as Er's branches run): Du and
+        Dd are four small layers on 4x4 maps each, so their time is per-call overhead, and this halves the
+        calls. The same parameters, spectral-norm power iterations and outputs."""
+        x = torch.cat(features, dim=1)
+        for layers in zip(*(d._leaves() for d in discriminators)):
+            first = isinstance(layers[0], nn.Conv2d)
+            x = stacked_layer(list(layers), x, groups=len(discriminators), first=first)
+        pooled = x.mean(dim=(2, 3)).chunk(len(discriminators), dim=1)
+        return [d.head(p) for d, p in zip(discriminators, pooled)]
+
 
 class ImageDiscriminator(nn.Module):
     """Dsc / Dg: image [B, 3, S, S] -> one LSGAN score per image [B]."""
