@@ -43,7 +43,8 @@ counts its backward pass too), never by hand. Times are wall-clock seconds, the 
 repeats (with ``torch.cuda.synchronize`` around each on CUDA); all repeats are kept in the JSON.
 The allocator setting (`eet_lightning.runtime.tune_cpu_allocator`) is process-wide and cannot be
 undone, so the straightforward rows ("fp32", "reference") are all measured first, then every other row.
-The load average at start and end is recorded: figures taken while other work runs are not the
+The load average at start and after the model rows (before the data rows, whose worker processes
+load the machine themselves) is recorded: figures taken while other work runs are not the
 machine's.
 """
 
@@ -660,7 +661,10 @@ def epoch_costs(stage2_row: dict, devices: tuple[int, ...] = (1, 8)) -> list[dic
 def print_table(result: dict) -> None:
     m, ref = result["machine"], result.get("reference", {})
     print(f"\n{m['device_name']} ({m['device']}), torch {m['torch']}, {m['threads']} threads")
-    print(f"load average at start {m['load_start']:.2f}, at end {m['load_end']:.2f} ({m['cpu_count']} CPUs)")
+    print(
+        f"load average at start {m['load_start']:.2f}, after the model rows {m['load_end']:.2f} "
+        f"({m['cpu_count']} CPUs; the data rows' worker processes come after)"
+    )
     if m["load_start"] > 1.5 or m["load_end"] > 1.5:
         print("  WARNING: other work was running; these figures are not the machine's own")
     print(f"peak memory: {result['memory_measure']}")
@@ -942,6 +946,8 @@ def main(argv: list[str] | None = None) -> int:
     if paper_stage2:
         result["epoch_cost"] = epoch_costs(paper_stage2)
 
+    # before the data rows: their DataLoader worker processes count in the load average themselves
+    result["machine"]["load_end"] = os.getloadavg()[0]
     if "data" in sections:
         result["data"] = []
         log("data: synthetic ...")
@@ -956,7 +962,6 @@ def main(argv: list[str] | None = None) -> int:
             row["ratio_to_stage2_step"] = row["pairs_per_s"] / step if step else None
         result["data"] = rows
 
-    result["machine"]["load_end"] = os.getloadavg()[0]
     print_table(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
