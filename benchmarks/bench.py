@@ -43,9 +43,9 @@ counts its backward pass too), never by hand. Times are wall-clock seconds, the 
 repeats (with ``torch.cuda.synchronize`` around each on CUDA); all repeats are kept in the JSON.
 The allocator setting (`eet_lightning.runtime.tune_cpu_allocator`) is process-wide and cannot be
 undone, so the straightforward rows ("fp32", "reference") are all measured first, then every other row.
-The load average at start and after the model rows (before the data rows, whose worker processes
-load the machine themselves) is recorded: figures taken while other work runs are not the
-machine's.
+The load average at start (other work on the machine) and after the model rows (which counts the
+benchmark's own threads; taken before the data rows' worker processes) is recorded: figures taken
+while other work runs are not the machine's.
 """
 
 from __future__ import annotations
@@ -663,10 +663,10 @@ def print_table(result: dict) -> None:
     print(f"\n{m['device_name']} ({m['device']}), torch {m['torch']}, {m['threads']} threads")
     print(
         f"load average at start {m['load_start']:.2f}, after the model rows {m['load_end']:.2f} "
-        f"({m['cpu_count']} CPUs; the data rows' worker processes come after)"
+        f"({m['cpu_count']} CPUs; the second counts this benchmark's own threads)"
     )
-    if m["load_start"] > 1.5 or m["load_end"] > 1.5:
-        print("  WARNING: other work was running; these figures are not the machine's own")
+    if m["load_start"] > 0.5 * (m["cpu_count"] or 1):
+        print("  WARNING: other work was running at the start; these figures may not be the machine's own")
     print(f"peak memory: {result['memory_measure']}")
     if "allocator_tuned" in m:
         state = "tuned (eet_lightning.runtime)" if m["allocator_tuned"] else "could not be tuned here"
