@@ -20,9 +20,11 @@ In one run, on the machine it runs on, it measures
   without a Trainer, in the straightforward form ("reference": each side of a pair through its own passes,
   each discriminator input through its own call, Er's branches one after the other, contiguous tensors,
   torch's default Adam, the C allocator's defaults) and the form eet-fit trains with ("optimized": batched
-  passes, shared discriminator calls, fused Adam, the tuned allocator, the YAML's Er form and memory
-  format, spectral norm dividing the convolution's output where that is smaller than the weight, the
-  vectorized PReLU backward), with the speed-up between them; the paper config at batch 2, the
+  passes, shared discriminator calls, Du and Dd side by side, fused Adam, the tuned allocator, the
+  YAML's Er form and memory format, spectral norm dividing the convolution's output where that is smaller than the weight, the
+  vectorized PReLU backward), with the speed-up between them, and the optimized form under bf16 autocast
+  ("optimized_bf16": what the Trainer's ``precision="bf16-mixed"`` runs; other numbers, so a precision
+  choice rather than the same computation); the paper config at batch 2, the
   quick-start config at its stage batches. Both forms use spectral norm's own power iteration and the
   whole-kernel matrix products of Dsc/Dg (`nets/blocks.py`). Then the speed-up once more with the two
   forms interleaved ("side by side": rounds of a few calls of each, one after the other, in one process,
@@ -446,7 +448,9 @@ def _no_log(*args: Any, **kwargs: Any) -> None:
 # default Adam, the C allocator's defaults); "optimized" is what eet-fit trains with for that config (batched
 # passes, shared discriminator calls, fused Adam, the tuned allocator, and the YAML's
 # arch.grouped_au_encoder and channels_last).
-TRAINING_FORMS = ("reference", "optimized")
+TRAINING_FORMS = ("reference", "optimized", "optimized_bf16")
+# the forms compared call for call (the bf16 one computes other numbers: it is a precision choice)
+SAME_ARITHMETIC_FORMS = ("reference", "optimized")
 
 
 def _training_module(
@@ -524,7 +528,16 @@ def run_training(
     same arithmetic (torch's counter overcounts the backward of grouped convolutions, so the optimized
     form's FLOPs are taken from the reference form's count)."""
     memory.start()
-    step = (stage1_step if stage == 1 else stage2_step)(cfg, device, form == "optimized")
+    make = stage1_step if stage == 1 else stage2_step
+    step = make(cfg, device, form != "reference")
+    if form == "optimized_bf16":  # what the Trainer's precision="bf16-mixed" does: autocast around the step
+        plain = step
+
+        def step() -> None:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                plain()
+
+        step.module = plain.module  # type: ignore[attr-defined]
     counted, _ = count_flops(step)  # also the first (warm-up) step
     flops = counted if flops is None else flops
     times = time_calls(step, device, repeats, warmup)
@@ -539,6 +552,8 @@ def run_training(
         "peak_mb": memory.peak_mb(),
     }
     row["pairs_per_s"] = cfg.batch(stage) / row["seconds"]
+    if form == "optimized_bf16" and reference.get("matmul_bf16_gflops"):
+        row["ratio_to_bf16_matmul"] = row["gflops_per_s"] / reference["matmul_bf16_gflops"]
     del step
     return row
 
@@ -553,10 +568,10 @@ def side_by_side(
     moves both; the median over rounds and its range are reported. Both forms run with the C
     allocator setting in force at the time (the tuned one: it is process-wide and cannot be undone)."""
     make = stage1_step if stage == 1 else stage2_step
-    steps = {form: make(cfg, device, form == "optimized") for form in TRAINING_FORMS}
+    steps = {form: make(cfg, device, form == "optimized") for form in SAME_ARITHMETIC_FORMS}
     for step in steps.values():
         time_calls(step, device, 0, warmup)
-    per_round: dict[str, list[float]] = {form: [] for form in TRAINING_FORMS}
+    per_round: dict[str, list[float]] = {form: [] for form in SAME_ARITHMETIC_FORMS}
     for _ in range(rounds):
         for form, step in steps.items():
             per_round[form].append(statistics.median(time_calls(step, device, calls, 0)))
@@ -701,6 +716,8 @@ def print_table(result: dict) -> None:
                 extra = f"{r['pairs_per_s']:.2f} pairs/s"
                 if "speedup_vs_reference" in r:
                     extra += f", {r['speedup_vs_reference']:.2f}x the reference form"
+                if "ratio_to_bf16_matmul" in r:
+                    extra += f", {r['ratio_to_bf16_matmul']:.1%} of bf16 matmul"
             print(
                 f"{name:36} {r['seconds']:8.3f} {r['images_per_s']:8.2f} {r['gflop']:8.2f} "
                 f"{r['gflops_per_s']:8.1f} {r['ratio_to_fp32_matmul'] or 0:7.1%} {r['peak_mb']:8.0f}  {extra}"
@@ -911,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"]["allocator_tuned"] = tune_cpu_allocator()
     measure_inference([v for v in variants if v != "fp32"])
     measure_training("optimized")
+    measure_training("optimized_bf16")
     if "training" in sections:
         # the speed-up again, the two forms interleaved (the configs whose steps take under a second)
         result["side_by_side"] = []
@@ -925,10 +943,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stage2_rates: dict[str, float] = {}
     for (name, stage), rows in training_rows.items():
-        if "reference" in rows and "optimized" in rows:
-            rows["optimized"]["speedup_vs_reference"] = (
-                rows["reference"]["seconds"] / rows["optimized"]["seconds"]
-            )
+        for form in ("optimized", "optimized_bf16"):
+            if "reference" in rows and form in rows:
+                rows[form]["speedup_vs_reference"] = rows["reference"]["seconds"] / rows[form]["seconds"]
         if stage == 2 and "optimized" in rows:  # the form the library trains with
             stage2_rates[name] = rows["optimized"]["pairs_per_s"]
     order = {n: i for i, n in enumerate(configs)}

@@ -80,7 +80,7 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
 
 def test_bench_training_and_data_rows(tiny_bench: dict) -> None:
     forms = {(r["stage"], r["variant"]): r for r in tiny_bench["training"]}
-    assert set(forms) == {(s, f) for s in (1, 2) for f in ("reference", "optimized")}
+    assert set(forms) == {(s, f) for s in (1, 2) for f in ("reference", "optimized", "optimized_bf16")}
     for row in forms.values():
         _positive(row, "seconds", "images_per_s", "pairs_per_s", "gflop", "gflops_per_s", "peak_mb")
         assert row["batch_pairs"] == 2 and row["config"] == "tiny"
@@ -88,6 +88,11 @@ def test_bench_training_and_data_rows(tiny_bench: dict) -> None:
         ref, opt = forms[(stage, "reference")], forms[(stage, "optimized")]
         assert opt["speedup_vs_reference"] == pytest.approx(ref["seconds"] / opt["seconds"])
         assert opt["gflop"] == pytest.approx(ref["gflop"], rel=1e-3)  # the same work, counted the same way
+        bf16 = forms[(stage, "optimized_bf16")]
+        assert bf16["speedup_vs_reference"] == pytest.approx(ref["seconds"] / bf16["seconds"])
+        assert bf16["ratio_to_bf16_matmul"] == pytest.approx(
+            bf16["gflops_per_s"] / tiny_bench["reference"]["matmul_bf16_gflops"]
+        )
     pairs = {r["stage"]: r for r in tiny_bench["side_by_side"]}
     assert set(pairs) == {1, 2}
     for row in pairs.values():  # the interleaved comparison: the speed-up of each round, then the median

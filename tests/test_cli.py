@@ -90,6 +90,30 @@ def test_stage2_alone_reads_stage1_and_freezes_it(tiny_run: Path, tiny_config: P
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["init_args"]["batch_size"] == 2
 
 
+def test_fit_trains_under_bf16_mixed_precision(tiny_config: Path, tmp_path: Path) -> None:
+    """``--trainer.precision bf16-mixed`` (autocast around both stages' steps, the manual-optimization
+    stage included) trains to finite weights that load and swap like fp32 ones."""
+    run_dir = tmp_path / "bf16"
+    args = ["--config", str(tiny_config), "--run_dir", str(run_dir), "--trainer.precision", "bf16-mixed"]
+    assert main(args) == 0
+    stage1 = torch.load(run_dir / "stage1" / "last.ckpt", map_location="cpu", weights_only=False)
+    stage2 = torch.load(run_dir / "stage2" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert stage2["hyper_parameters"] and all(
+        v.dtype == torch.float32 and torch.isfinite(v).all()
+        for v in stage2["state_dict"].values()
+        if v.is_floating_point()
+    )
+    moved = [
+        k
+        for k, v in stage1["state_dict"].items()
+        if k.startswith("au_related_encoder") and not torch.equal(v, stage2["state_dict"][k])
+    ]
+    assert moved  # stage 2 trained Er under autocast
+    model = EETModel.load_from_checkpoint(run_dir / "stage2" / "last.ckpt")
+    swapped, _ = model.transfer(torch.zeros(2, 3, 64, 64), torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert swapped.shape == (2, 3, 64, 64) and torch.isfinite(swapped).all()
+
+
 def test_resume_continues_and_refuses_to_overwrite(tiny_config: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     base = ["--config", str(tiny_config), "--run_dir", str(run), "--stage", "1"]
