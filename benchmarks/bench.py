@@ -13,8 +13,9 @@ In one run, on the machine it runs on, it measures
   C allocator's defaults) beside the same with the tuned allocator ("allocator"), Er's branches side by
   side ("grouped") and the inference form EETModel loads ("fused": spectral and batch norm folded,
   convolution weights prepacked in oneDNN's layout, Er's branches as the config builds them), in
-  channels-last memory format, and under bf16 autocast, with the max abs output difference against
-  "fp32";
+  channels-last memory format, under bf16 autocast, and compiled ("fused_compiled":
+  ``EETModel.compile_for_inference``, torch.compile with weight freezing; its first call, which
+  compiles, is not timed), with the max abs output difference against "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
   without a Trainer, in the straightforward form ("reference": each side of a pair through its own passes,
@@ -95,7 +96,16 @@ SECTIONS = ("reference", "inference", "training", "data")
 # "_bf16" bf16 autocast on top.
 # "allocator" is "fp32" again once `tune_cpu_allocator` has run: every row but "fp32" (and the
 # "reference" training rows) is measured with the allocator eet-fit, eet-transfer and eet-evaluate set up.
-VARIANTS = ("fp32", "allocator", "channels_last", "grouped", "fused", "fused_cl", "fused_cl_bf16")
+VARIANTS = (
+    "fp32",
+    "allocator",
+    "channels_last",
+    "grouped",
+    "fused",
+    "fused_cl",
+    "fused_cl_bf16",
+    "fused_compiled",
+)
 MATMUL_SIZE = 2048
 PAPER_MS_PER_IMAGE = 49.0  # EET per image at test time, footnote of the paper's Table IV (one GTX 1080 Ti)
 # Training images per epoch with the paper's splits (section IV-A1); an epoch visits each once as side A.
@@ -412,7 +422,9 @@ def run_inference(
             flops, out = count_flops(call)
             for layer in packed:
                 layer.prepacked = True
-            if packed:
+            if variant == "fused_compiled":  # FLOPs counted on the eager fused form: the same arithmetic
+                model.compile_for_inference()
+            if packed or variant == "fused_compiled":  # (the compiled form's first call compiles it)
                 with torch.no_grad():
                     out = call()
         except RuntimeError as err:  # a variant the library does not support (yet): say so, go on

@@ -71,7 +71,7 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
     assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-3)
     assert rows[(2, "fp32")]["gflop"] < 2 * rows[(1, "fp32")]["gflop"]
     # channels-last and the fused inference form compute the same swaps
-    for variant in ("channels_last", "fused", "fused_cl"):
+    for variant in ("channels_last", "fused", "fused_cl", "fused_compiled"):
         assert rows[(2, variant)]["max_abs_diff_vs_fp32"] < 1e-4
     bf16 = rows[(2, "fused_cl_bf16")]
     if "error" not in bf16:

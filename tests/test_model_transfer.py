@@ -190,6 +190,24 @@ def test_load_map_location_and_eval(tiny_run: Path) -> None:
         assert all(not m.training for m in model.modules())
 
 
+def test_compiled_model_transfers_like_the_fused_one(tiny_run: Path, model: EETModel, faces) -> None:
+    """``compile=True`` (torch.compile with weight freezing): the same swaps, selective and graded ones
+    included, for two batch sizes; the option needs the fused form and eval mode."""
+    ckpt = tiny_run / "stage2" / "last.ckpt"
+    compiled = EETModel.load_from_checkpoint(ckpt, compile=True)
+    assert compiled._networks is not EETModel._networks  # a compiled copy, not the class's function
+    a, b = faces
+    for kwargs in ({}, {"aus": [12, 25, 26], "strength": 0.5}):
+        for n in (3, 1):
+            got, want = compiled.transfer(a[:n], b[:n], **kwargs), model.transfer(a[:n], b[:n], **kwargs)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="compile=True needs fuse=True"):
+        EETModel.load_from_checkpoint(ckpt, fuse=False, compile=True)
+    with pytest.raises(ValueError, match="eval mode"):
+        EETModel.load_from_checkpoint(ckpt).train().compile_for_inference()
+
+
 def test_au_chart_and_the_grid_callback_writes_it(tiny_run: Path) -> None:
     rng = np.random.default_rng(0)
     true = rng.uniform(0, 5, size=(8, 12))
