@@ -139,6 +139,17 @@ def test_crop_only_equals_the_model_on_aligned_crops(
     )
 
 
+def test_compiled_crops_equal_the_plain_ones(ckpt: Path, media, tmp_path: Path) -> None:
+    """``--compile`` (torch.compile with frozen weights) writes the crops the plain model writes."""
+    outs = {}
+    for flag in ([], ["--compile"]):
+        out = tmp_path / f"crops{len(flag)}"
+        args = ["--ckpt", ckpt, "--source", media["astronaut"], "--target", media["camera"], "--out", out]
+        assert _run(*args, "--crop-only", *flag) == 0
+        outs[bool(flag)] = _rgb(out / "camera_with_astronaut.png").astype(int)
+    assert np.abs(outs[True] - outs[False]).max() <= 1
+
+
 def test_folders_pair_lists_and_face_index(ckpt: Path, media, aligner: FaceAligner, tmp_path: Path) -> None:
     # every pair of a folder with itself: 3 photos -> 3 pairs -> 6 files, batched by 2
     out = tmp_path / "all"

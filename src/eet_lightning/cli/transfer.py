@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8, help="pairs or frames per forward pass")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks (EETModel.compile_for_inference): each batch shape compiles first "
+        "(seconds), then batches run faster; for long videos and many pairs; needs a C++ compiler",
+    )
     p.add_argument("--smooth", type=int, default=5, help="video: frames averaged for the face box (1: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -551,7 +557,7 @@ def main(args: Sequence[str] | None = None) -> int:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise TransferError(f"{existing[0]} exists{more}; pass --overwrite to replace")
         device = _device(parsed.device)
-        model = EETModel.load_from_checkpoint(parsed.ckpt, map_location=device)
+        model = EETModel.load_from_checkpoint(parsed.ckpt, map_location=device, compile=parsed.compile)
         model.branch_weights(parsed.aus, parsed.strength)  # AU list and strength checked before any work
         runner = Runner(parsed, model, device)
         runner.prepare(photos, videos)
