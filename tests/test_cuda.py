@@ -19,6 +19,7 @@ import torch
 from eet_lightning.model import EETModel
 from eet_lightning.nets import ArchConfig
 from eet_lightning.stage2 import Stage2Module
+from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -33,20 +34,6 @@ def _no_tf32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _stage2_step(m: Stage2Module, inputs: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
-    """Losses, generator-step gradients and discriminator-step gradients of one stage-2 step, on CPU."""
-    r = m._rounds(inputs["image"])
-    g = m.generator_losses(inputs, r)
-    g["total_g"].backward()
-    gen = {k: p.grad.detach().cpu() for k, p in m.named_parameters() if p.grad is not None}
-    m.zero_grad()
-    d = m.discriminator_losses(inputs, r)
-    d["total_d"].backward()
-    disc = {k: p.grad.detach().cpu() for k, p in m.named_parameters() if p.grad is not None}
-    m.zero_grad()
-    return {k: v.detach().cpu() for k, v in {**g, **d}.items()}, gen, disc
-
-
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_stage2_step_on_gpu_matches_cpu(channels_last: bool) -> None:
     """Eval mode (spectral norm's power iteration and batch norm's statistics stand still), the same
@@ -59,24 +46,10 @@ def test_stage2_step_on_gpu_matches_cpu(channels_last: bool) -> None:
     gpu.cuda()
     memory = torch.channels_last if channels_last else torch.contiguous_format
     cpu.to(memory_format=memory), gpu.to(memory_format=memory)
-    gen = torch.Generator().manual_seed(1)
-    inputs = {
-        "image": torch.rand(4, 3, 64, 64, generator=gen) * 2 - 1,
-        "aus": torch.rand(4, 12, generator=gen) * 5,
-        "identity": torch.randint(5, (4,), generator=gen),
-        "pose": torch.randint(3, (4,), generator=gen),
-    }
-    want = _stage2_step(cpu, inputs)
-    got = _stage2_step(gpu, {k: v.cuda() for k, v in inputs.items()})
-    assert got[0].keys() == want[0].keys()
-    for key in want[0]:
-        torch.testing.assert_close(got[0][key], want[0][key], rtol=1e-4, atol=1e-5, msg=key)
-    for g, w in zip(got[1:], want[1:]):
-        assert g.keys() == w.keys() and w
-        scale = max(float(t.abs().max()) for t in w.values())
-        for key in w:
-            error = float((g[key] - w[key]).norm())
-            assert error <= 1e-3 * float(w[key].norm()) + 1e-5 * scale, key
+    inputs = stage2_inputs()
+    want = stage2_step(cpu, inputs)
+    got = stage2_step(gpu, {k: v.cuda() for k, v in inputs.items()})
+    assert_stage2_results_close(got, want)
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
