@@ -38,6 +38,10 @@ class LossWeights:
     # Weight of L_u on the swapped images relative to L_u on the real ones. The paper does not give it
     # separately, so 1 is the paper reading; see configs/synthetic.yaml for why the small setting uses more.
     lambda_u_swap: float = 1.0
+    # With ``arch.generator_output: composite`` (not in the paper; GANimation's weights): the mean of G's
+    # masks and their mean squared total variation, on every generated image. Unused otherwise.
+    lambda_mask: float = 0.1
+    lambda_mask_tv: float = 1.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

@@ -32,6 +32,8 @@ __all__ = [
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
     "reconstruction_loss",
+    "mask_size_loss",
+    "total_variation_loss",
 ]
 
 
@@ -502,3 +504,35 @@ def reconstruction_loss(self_reconstruction: Tensor, cross_reconstruction: Tenso
     self_term = (self_reconstruction.to(target.dtype) - target).abs().mean()
     cross_term = (cross_reconstruction.to(target.dtype) - target).abs().mean()
     return self_term + cross_term
+
+
+def mask_size_loss(mask: Tensor) -> Tensor:
+    r"""Size of G's attention mask (GANimation's :math:`\mathbb{E}\|A\|_1`, not in EET's paper): the mean
+    mask value, so that G changes only the pixels the expression needs and the base shows elsewhere.
+
+    Args:
+        mask: ``[B, 1, H, W]`` in ``[0, 1]`` (1: G's colour, 0: the base image).
+
+    Returns:
+        scalar loss in ``mask.dtype``.
+    """
+    _check_floating(mask, "mask")
+    _check_ndim(mask, 4, "mask", "[B, 1, H, W]")
+    _check_nonempty_batch(mask, "mask")
+    return mask.mean()
+
+
+def total_variation_loss(x: Tensor) -> Tensor:
+    r"""Mean squared total variation :math:`\mathbb{E}[(x_{i+1,j} - x_{i,j})^2] + \mathbb{E}[(x_{i,j+1} -
+    x_{i,j})^2]` of ``[B, C, H, W]`` maps (GANimation's smoothness term on the attention mask, taken as
+    means so that its weight does not depend on the image size).
+
+    Returns:
+        scalar loss in ``x.dtype``.
+    """
+    _check_floating(x, "x")
+    _check_ndim(x, 4, "x", "[B, C, H, W]")
+    _check_nonempty_batch(x, "x")
+    if x.shape[-1] < 2 or x.shape[-2] < 2:
+        raise ValueError(f"x must be at least 2 x 2 pixels, got shape {tuple(x.shape)}")
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()

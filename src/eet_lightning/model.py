@@ -224,6 +224,18 @@ class EETModel(nn.Module):
         arr, kind = self._one_image(images, name)
         return _from_uint8(arr[None], self.device), lambda out: _as_kind(to_uint8(out)[0], kind)
 
+    def _prepare_pair(
+        self, image_a: ImageInput, image_b: ImageInput
+    ) -> tuple[torch.Tensor, torch.Tensor, _Restore, _Restore]:
+        """Both sides of a transfer prepared (`_prepare`); as many images on each side."""
+        a, restore_a = self._prepare(image_a, "image_a")
+        b, restore_b = self._prepare(image_b, "image_b")
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(
+                f"image_a and image_b must hold as many images, got {a.shape[0]} and {b.shape[0]}"
+            )
+        return a, b, restore_a, restore_b
+
     # ------------------------------------------------------------------ features
 
     @torch.no_grad()
@@ -286,10 +298,38 @@ class EETModel(nn.Module):
         w = weights.to(own.dtype).view(1, -1, 1, 1, 1)
         return ((1 - w) * own + w * other).mean(dim=1)
 
+    @property
+    def needs_base(self) -> bool:
+        """Whether G edits a base image (``arch.generator_output: composite`` or ``generator_skip``), so
+        that `decode` needs the image whose expression changes."""
+        return self.arch.generator_needs_base
+
     @torch.no_grad()
-    def decode(self, au_related: torch.Tensor, au_free: torch.Tensor) -> torch.Tensor:
-        """G(f_r, f_f): images [B, 3, S, S] in [-1, 1]."""
-        return self.generator(au_related.to(self.device), au_free.to(self.device))
+    def decode(
+        self, au_related: torch.Tensor, au_free: torch.Tensor, base: ImageInput | None = None
+    ) -> torch.Tensor:
+        """G(f_r, f_f): images [B, 3, S, S] in [-1, 1]. ``base``: the images G edits (the ones whose f_f
+        this is), needed when `needs_base`; ignored otherwise."""
+        return self.decode_with_mask(au_related, au_free, base)[0]
+
+    @torch.no_grad()
+    def decode_with_mask(
+        self, au_related: torch.Tensor, au_free: torch.Tensor, base: ImageInput | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`decode` and G's mask [B, 1, S, S] in [0, 1] (1: G's colour, 0: the base kept; None for a G that
+        draws the whole image)."""
+        fr, ff = au_related.to(self.device), au_free.to(self.device)
+        if not self.needs_base:
+            return self.generator.forward_with_mask(fr, ff)
+        if base is None:
+            raise ValueError(
+                f"decode: this model's G edits a base image (generator_output "
+                f"{self.arch.generator_output!r}, generator_skip {self.arch.generator_skip}); pass base="
+            )
+        x, _ = self._prepare(base, "base")
+        if x.shape[0] != fr.shape[0]:
+            raise ValueError(f"decode: {x.shape[0]} base images for {fr.shape[0]} features")
+        return self.generator.forward_with_mask(fr, ff, x, self.encoder(x))
 
     # ------------------------------------------------------------------ what users call
 
@@ -325,12 +365,7 @@ class EETModel(nn.Module):
                 other's: 0 keeps the own expression, 1 is the plain swap, above 1 exaggerates.
         """
         weights = self.branch_weights(aus, strength)
-        a, restore_a = self._prepare(image_a, "image_a")
-        b, restore_b = self._prepare(image_b, "image_b")
-        if a.shape[0] != b.shape[0]:
-            raise ValueError(
-                f"image_a and image_b must hold as many images, got {a.shape[0]} and {b.shape[0]}"
-            )
+        a, b, restore_a, restore_b = self._prepare_pair(image_a, image_b)
         out_a, out_b = self._networks(a, b, weights.to(a.device))
         return restore_a(out_a), restore_b(out_b)
 
@@ -338,16 +373,49 @@ class EETModel(nn.Module):
         self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`transfer` on prepared tensors: (A with B's expression, B with A's), moved by ``weights``."""
-        feature = self.encoder(torch.cat([a, b]))
+        return self.generator(*self._swap_inputs(a, b, weights)).chunk(2)
+
+    def _swap_inputs(
+        self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """G's inputs for [A with B's expression; B with A's]: (f_r, f_f, base images, E's base features)."""
+        x = torch.cat([a, b])
+        feature = self.encoder(x)
         branches, _ = self.au_related_encoder.forward_branches(feature)
-        ff_a, ff_b = self.au_free_encoder(feature).chunk(2)
+        ff = self.au_free_encoder(feature)
         br_a, br_b = branches.chunk(2)
         fr_a = self.mix_au_related(br_a, br_b, weights)  # A's own, moved towards B's
         fr_b = self.mix_au_related(br_b, br_a, weights)
-        return self.generator(torch.cat([fr_a, fr_b]), torch.cat([ff_a, ff_b])).chunk(2)
+        return torch.cat([fr_a, fr_b]), ff, x, feature
 
     # `compile_for_inference` replaces this with a compiled copy
     _networks = _networks_eager
+
+    @torch.no_grad()
+    def transfer_masks(
+        self,
+        image_a: ImageInput,
+        image_b: ImageInput,
+        aus: Iterable[int] | None = None,
+        strength: float = 1.0,
+    ) -> tuple[Any, Any]:
+        """G's masks of `transfer` with the same arguments: where each output takes G's colour (1) and
+        where it keeps its input (0). Float tensors [B, 1, S, S] in [0, 1] for tensor inputs, uint8 grey
+        images [S, S, 3] (255: G's colour) for the other kinds. Needs a composing model
+        (``arch.generator_output: composite``)."""
+        if self.arch.generator_output != "composite":
+            raise ValueError(
+                "transfer_masks: this model's G draws the whole image (arch.generator_output 'image'); "
+                "only a composing G (generator_output 'composite') has masks"
+            )
+        weights = self.branch_weights(aus, strength)
+        a, b, restore_a, restore_b = self._prepare_pair(image_a, image_b)
+        _, masks = self.generator.forward_with_mask(*self._swap_inputs(a, b, weights.to(a.device)))
+        mask_a, mask_b = masks.chunk(2)
+        if isinstance(image_a, torch.Tensor):
+            return restore_a(mask_a), restore_b(mask_b)
+        grey = [m.expand(-1, 3, -1, -1) * 2 - 1 for m in (mask_a, mask_b)]  # shown as images
+        return restore_a(grey[0]), restore_b(grey[1])
 
     @torch.no_grad()
     def reconstruct(self, images: ImageInput) -> Any:
@@ -355,7 +423,7 @@ class EETModel(nn.Module):
         x, restore = self._prepare(images, "images")
         feature = self.encoder(x)
         au_related, _ = self.au_related_encoder(feature)
-        return restore(self.decode(au_related, self.au_free_encoder(feature)))
+        return restore(self.generator(au_related, self.au_free_encoder(feature), x, feature))
 
 
 def _from_uint8(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.transforms.functional import gaussian_blur
 
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
@@ -71,6 +73,12 @@ class Stage2Module(EETBase):
         # The paper freezes Du and Dd after stage 1; True keeps them learning in the discriminator step,
         # so that Ef and Er keep facing a real adversary as their features move (see synthetic.yaml).
         train_feature_discriminators: bool = False,
+        # Gaussian blur (sigma in pixels; 0: none) of the swapped images before the second round reads
+        # them (Er's AU reading for L_u, C's for L_c, the cross-cycle's features). Not in the paper: the
+        # gradient that reaches G through the frozen readers is low-passed with it, so G is rewarded for
+        # changes that survive a blur (a mouth that opens) and not for pixel speckle that the readers
+        # happen to read as the source's AUs (see configs/synthetic.yaml).
+        second_round_blur: float = 0.0,
     ) -> None:
         super().__init__(arch, aus, au_weights, variant, loss_weights, channels_last)
         self.save_hyperparameters()
@@ -79,6 +87,10 @@ class Stage2Module(EETBase):
         for name, lr in (("lr_generator", lr_generator), ("lr_discriminator", lr_discriminator)):
             if lr <= 0:
                 raise ValueError(f"stage2.{name} must be positive, got {lr}")
+        if not (isinstance(second_round_blur, (int, float)) and 0 <= second_round_blur <= 8):
+            raise ValueError(
+                f"stage2.second_round_blur must be a number in [0, 8], got {second_round_blur!r}"
+            )
         self.generator = Generator(self.arch)  # G
         if self.flags["swap_consistency"]:
             self.swap_discriminator = ImageDiscriminator(self.arch)  # Dsc
@@ -152,10 +164,11 @@ class Stage2Module(EETBase):
 
     def forward(self, image_a: torch.Tensor, image_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Swap expressions: (A with B's expression, B with A's expression)."""
-        _, ff, fr, _ = self.disentangle(torch.cat([image_a, image_b]))
+        x = torch.cat([image_a, image_b])
+        feature, ff, fr, _ = self.disentangle(x)
         ff_a, ff_b = ff.chunk(2)
         fr_a, fr_b = fr.chunk(2)
-        return self.generator(torch.cat([fr_b, fr_a]), torch.cat([ff_a, ff_b])).chunk(2)
+        return self.generator(torch.cat([fr_b, fr_a]), torch.cat([ff_a, ff_b]), x, feature).chunk(2)
 
     def _encode(
         self, images: torch.Tensor, first_round: bool
@@ -165,6 +178,9 @@ class Stage2Module(EETBase):
             with torch.no_grad():  # E is frozen and the real images need no gradient
                 feature = self.encoder(images)
         else:  # E of the generated image, as eq. 7 needs: gradients reach G through it
+            sigma = float(self.hparams.get("second_round_blur", 0.0))
+            if sigma > 0:
+                images = gaussian_blur(images, 2 * math.ceil(3 * sigma) + 1, sigma)
             feature = self.encoder(images)
         au_free = self.au_free_encoder(feature)
         if first_round or self.hparams.train_au_encoder_on_generated or not torch.is_grad_enabled():
@@ -179,19 +195,33 @@ class Stage2Module(EETBase):
         """Both rounds for a stacked batch x = [A; B]. Every output is stacked the same way."""
         if self.straightforward:
             return self._rounds_per_side(x)
-        _, au_free, au_related, au_pred = self._encode(x, first_round=True)
+        feature, au_free, au_related, au_pred = self._encode(x, first_round=True)
         ff_a, ff_b = au_free.chunk(2)
         fr_a, fr_b = au_related.chunk(2)
+        G = self.generator
         # One generator call for the swaps (İa = G(fr_b, ff_a), İb = G(fr_a, ff_b)) and the
-        # self-reconstructions (Ǐa = G(fr_a, ff_a), Ǐb = G(fr_b, ff_b)).
-        generated = self.generator(torch.cat([fr_b, fr_a, fr_a, fr_b]), torch.cat([ff_a, ff_b, ff_a, ff_b]))
+        # self-reconstructions (Ǐa = G(fr_a, ff_a), Ǐb = G(fr_b, ff_b)); a composing G edits the input.
+        xx, feat_xx = (
+            (torch.cat([x, x]), torch.cat([feature, feature]))
+            if self.arch.generator_needs_base
+            else (None, None)
+        )
+        generated, mask1 = G.forward_with_mask(
+            torch.cat([fr_b, fr_a, fr_a, fr_b]), torch.cat([ff_a, ff_b, ff_a, ff_b]), xx, feat_xx
+        )
         swapped, self_recon = generated.chunk(2)
-        # Second round on the swapped images, then the cross-cycle reconstruction Îa = G(f_r(İb), f_f(İa)).
+        # Second round on the swapped images, then the cross-cycle reconstruction Îa = G(f_r(İb), f_f(İa)),
+        # which edits the swapped image İa when G composes.
         feature2, au_free2, au_related2, au_pred2 = self._encode(swapped, first_round=False)
         ff2_a, ff2_b = au_free2.chunk(2)
         fr2_a, fr2_b = au_related2.chunk(2)
-        cycle = self.generator(torch.cat([fr2_b, fr2_a]), torch.cat([ff2_a, ff2_b]))
-        return {
+        cycle, mask2 = G.forward_with_mask(
+            torch.cat([fr2_b, fr2_a]),
+            torch.cat([ff2_a, ff2_b]),
+            swapped if self.arch.generator_needs_base else None,
+            feature2 if self.arch.generator_needs_base else None,
+        )
+        out = {
             "au_free": au_free,
             "au_related": au_related,
             "au_pred": au_pred,
@@ -201,19 +231,27 @@ class Stage2Module(EETBase):
             "au_pred2": au_pred2,
             "cycle": cycle,
         }
+        if mask1 is not None:
+            out["mask"] = torch.cat([mask1, mask2])  # swaps, self-reconstructions, cross-cycles
+        return out
 
     def _rounds_per_side(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """`_rounds` in the straightforward form: each side and each generated image set through its own
         passes of E, Ef, Er and G, as Fig. 1(a) draws them (4 passes of E/Ef/Er and 6 of G, not 2 and 2)."""
         a, b = x.chunk(2)
-        G = self.generator
-        _, ff_a, fr_a, au_a = self._encode(a, first_round=True)
-        _, ff_b, fr_b, au_b = self._encode(b, first_round=True)
-        swap_a, swap_b = G(fr_b, ff_a), G(fr_a, ff_b)
-        recon_a, recon_b = G(fr_a, ff_a), G(fr_b, ff_b)
+        base = self.arch.generator_needs_base
+
+        def G(fr: torch.Tensor, ff: torch.Tensor, image: torch.Tensor, feat: torch.Tensor):
+            return self.generator.forward_with_mask(fr, ff, image if base else None, feat if base else None)
+
+        feat_a, ff_a, fr_a, au_a = self._encode(a, first_round=True)
+        feat_b, ff_b, fr_b, au_b = self._encode(b, first_round=True)
+        (swap_a, m1), (swap_b, m2) = G(fr_b, ff_a, a, feat_a), G(fr_a, ff_b, b, feat_b)
+        (recon_a, m3), (recon_b, m4) = G(fr_a, ff_a, a, feat_a), G(fr_b, ff_b, b, feat_b)
         feat2_a, ff2_a, fr2_a, au2_a = self._encode(swap_a, first_round=False)
         feat2_b, ff2_b, fr2_b, au2_b = self._encode(swap_b, first_round=False)
-        return {
+        (cycle_a, m5), (cycle_b, m6) = G(fr2_b, ff2_a, swap_a, feat2_a), G(fr2_a, ff2_b, swap_b, feat2_b)
+        out = {
             "au_free": torch.cat([ff_a, ff_b]),
             "au_related": torch.cat([fr_a, fr_b]),
             "au_pred": torch.cat([au_a, au_b]),
@@ -221,8 +259,11 @@ class Stage2Module(EETBase):
             "self_recon": torch.cat([recon_a, recon_b]),
             "feature2": torch.cat([feat2_a, feat2_b]),
             "au_pred2": torch.cat([au2_a, au2_b]),
-            "cycle": torch.cat([G(fr2_b, ff2_a), G(fr2_a, ff2_b)]),
+            "cycle": torch.cat([cycle_a, cycle_b]),
         }
+        if m1 is not None:
+            out["mask"] = torch.cat([m1, m2, m3, m4, m5, m6])
+        return out
 
     def _discriminate(self, discriminator: nn.Module, *images: torch.Tensor) -> torch.Tensor:
         """Scores of stacked [A; B] image batches, concatenated: one call for all of them (instance norm
@@ -269,6 +310,10 @@ class Stage2Module(EETBase):
         if self.flags["swap_consistency"]:
             out["L_sc"] = L.lsgan_generator_loss(self._discriminate(self.swap_discriminator, r["swapped"]))
             total = total + w.lambda_sc * out["L_sc"]
+        if "mask" in r:  # a composing G: its masks small and smooth (GANimation)
+            out["L_mask"] = L.mask_size_loss(r["mask"])
+            out["L_mask_tv"] = L.total_variation_loss(r["mask"])
+            total = total + w.lambda_mask * out["L_mask"] + w.lambda_mask_tv * out["L_mask_tv"]
         out["total_g"] = total
         return out
 
@@ -351,6 +396,9 @@ class Stage2Module(EETBase):
         }
         if "truth" in batch["a"]:
             rows["truth"] = torch.cat([batch["a"]["truth"], batch["b"]["truth"]])
+        if "mask" in r:  # where a composing G painted the swaps (white) and kept the input (black)
+            n = inputs["image"].shape[0]
+            rows["swap_mask"] = r["mask"][:n].expand(-1, 3, -1, -1) * 2 - 1
         return rows
 
     def configure_optimizers(self) -> Any:

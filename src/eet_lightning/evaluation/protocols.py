@@ -282,7 +282,7 @@ def eet_generator(model: Any) -> Generate:
     def generate(target: torch.Tensor, source: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         fr_s, _ = model.encode(source)
         _, ff_t = model.encode(target)
-        return model.decode(fr_s, ff_t).clamp(-1, 1).cpu()
+        return model.decode(fr_s, ff_t, target).clamp(-1, 1).cpu()
 
     return generate
 

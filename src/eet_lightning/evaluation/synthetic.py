@@ -115,7 +115,8 @@ def score_transfer(
             fr_a, fr_b = fr.chunk(2)
             ff_a, ff_b = ff.chunk(2)
             n = a.shape[0]
-            out = model.decode(torch.cat([fr_b, fr_a, fr_b]), torch.cat([ff_a, ff_a, ff_b]))
+            base = torch.cat([a, a, b])  # the image each output edits (a composing G needs it)
+            out = model.decode(torch.cat([fr_b, fr_a, fr_b]), torch.cat([ff_a, ff_a, ff_b]), base)
             images.update(swapped=out[:n], target_self=out[n : 2 * n], source_self=out[2 * n :])
         for name, imgs in generated.items():
             images[name] = _to_model(imgs[sl], device)

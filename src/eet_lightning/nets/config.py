@@ -39,6 +39,16 @@ class ArchConfig:
     # same parameters and results, faster where the branches' convolutions are small (quick start on a
     # 2-core CPU: stage-1 step 1.74x, stage-2 step 1.15x with channels-last), slower at 256 px width 1 there.
     grouped_au_encoder: bool = False
+    # What G's last layer gives. "image" (Table I): 3 colour channels through tanh, the whole face redrawn
+    # from the 4x4 features. "composite" (GANimation's attention, not in the paper): 3 colour channels and
+    # 1 mask channel; the output is ``mask * colour + (1 - mask) * base``, base being the image G edits
+    # (the target for swaps and self-reconstructions, the swapped image for the cross-cycle), so pixels
+    # the expression does not touch keep the base's exactly (see configs/synthetic.yaml).
+    generator_output: Literal["image", "composite"] = "image"
+    # E's feature of the base image joins G at E's resolution (concatenated before the next UpRes level):
+    # the AU-free path at S/4 instead of 4x4 alone, so G knows where the base's mouth, eyes and brows
+    # are. Needs a base image, like "composite". Not in the paper (see configs/synthetic.yaml).
+    generator_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size not in SUPPORTED_IMAGE_SIZES:
@@ -55,6 +65,12 @@ class ArchConfig:
             )
         if self.translation_norm not in ("in", "bn"):
             raise ValueError(f"arch.translation_norm must be 'in' or 'bn', got {self.translation_norm!r}")
+        if self.generator_output not in ("image", "composite"):
+            raise ValueError(
+                f"arch.generator_output must be 'image' or 'composite', got {self.generator_output!r}"
+            )
+        if not isinstance(self.generator_skip, bool):
+            raise ValueError(f"arch.generator_skip must be true or false, got {self.generator_skip!r}")
         for name in ("num_aus", "max_intensity", "num_identities", "num_poses", "min_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -83,6 +99,11 @@ class ArchConfig:
     def feature_size(self) -> int:
         """Spatial side of E's output (two 2x2 average poolings)."""
         return self.image_size // 4
+
+    @property
+    def generator_needs_base(self) -> bool:
+        """Whether G edits a base image (composition or E's skip feature) rather than drawing from f_r, f_f alone."""
+        return self.generator_output == "composite" or self.generator_skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

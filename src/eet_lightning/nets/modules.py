@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -137,24 +139,70 @@ class AURelatedEncoder(nn.Module):
 
 
 class Generator(nn.Module):
-    """G: concat(f_r, f_f) [B, 2048w, 4, 4] -> image [B, 3, S, S] in [-1, 1] (UpRes levels, 1x1 deconv, tanh)."""
+    """G: concat(f_r, f_f) [B, 2048w, 4, 4] -> image [B, 3, S, S] in [-1, 1] (UpRes levels, 1x1 deconv).
+
+    With ``arch.generator_output == "image"`` (Table I) the 1x1 deconvolution gives the colour image
+    through tanh. With ``"composite"`` it gives 3 colour channels and one mask channel, and G edits a base
+    image: ``sigmoid(mask) * tanh(colour) + (1 - sigmoid(mask)) * base``. With ``arch.generator_skip`` E's
+    feature of the base image [B, C_E, S/4, S/4] is concatenated to G's activations at S/4.
+    """
 
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
+        self.arch = arch
         self.feat_channels = arch.ch(ENCODER_LEVELS[-1])
+        self.composite = arch.generator_output == "composite"
         levels = GENERATOR_LEVELS[: len(GENERATOR_LEVELS) - arch.dropped_levels]
         sn = arch.spectral_norm and arch.generator_spectral_norm
+        # the UpRes level after which G's maps are at E's resolution S/4 (G starts at 4x4, doubling)
+        self.skip_after = int(math.log2(arch.feature_size // 8)) if arch.generator_skip else None
         blocks, in_ch = [], 2 * self.feat_channels
-        for out in levels:
+        for i, out in enumerate(levels):
             blocks.append(UpResBlock(in_ch, arch.ch(out), sn=sn, norm=arch.translation_norm))
-            in_ch = arch.ch(out)
+            in_ch = arch.ch(out) + (arch.feature_channels if i == self.skip_after else 0)
         self.blocks = nn.Sequential(*blocks)
-        self.to_rgb = deconv(in_ch, 3, 1, 1, 0, 0, sn)
+        self.to_rgb = deconv(in_ch, 4 if self.composite else 3, 1, 1, 0, 0, sn)
 
-    def forward(self, au_related: torch.Tensor, au_free: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        au_related: torch.Tensor,
+        au_free: torch.Tensor,
+        base: torch.Tensor | None = None,
+        base_feature: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The generated image; ``base`` (the image G edits) and ``base_feature`` (E(base)) are needed
+        when ``arch.generator_output`` is "composite" and when ``arch.generator_skip`` is set."""
+        return self.forward_with_mask(au_related, au_free, base, base_feature)[0]
+
+    def forward_with_mask(
+        self,
+        au_related: torch.Tensor,
+        au_free: torch.Tensor,
+        base: torch.Tensor | None = None,
+        base_feature: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(image [B, 3, S, S], mask [B, 1, S, S] in [0, 1] where 1 takes G's colour; None for "image")."""
         check_shape(au_related, self.feat_channels, 4, "Generator (G) AU-related input f_r")
         check_shape(au_free, self.feat_channels, 4, "Generator (G) AU-free input f_f")
-        return torch.tanh(self.to_rgb(self.blocks(torch.cat([au_related, au_free], dim=1))))
+        x = torch.cat([au_related, au_free], dim=1)
+        if self.skip_after is None:
+            x = self.blocks(x)
+        else:
+            if base_feature is None:
+                raise ValueError("Generator (G) with arch.generator_skip needs E's feature of the base image")
+            check_shape(base_feature, self.arch.feature_channels, self.arch.feature_size, "G's base feature")
+            for i, block in enumerate(self.blocks):
+                x = block(x)
+                if i == self.skip_after:
+                    x = torch.cat([x, base_feature.to(x.dtype)], dim=1)
+        out = self.to_rgb(x)
+        if not self.composite:
+            return torch.tanh(out), None
+        if base is None:
+            raise ValueError("Generator (G) with arch.generator_output 'composite' needs the base image")
+        check_shape(base, 3, self.arch.image_size, "G's base image")
+        colour, mask = torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:])
+        return base + mask * (colour - base), mask
 
 
 class FeatureDiscriminator(nn.Module):

@@ -1,0 +1,218 @@
+"""The options that make G edit its input instead of redrawing it: composition with a mask
+(``arch.generator_output: composite``), E's feature of the input inside G (``arch.generator_skip``), the
+mask losses and the blurred second round (``stage2.second_round_blur``); through `eet-fit`, `EETModel`
+and checkpoints written before these options existed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from eet_lightning import EETModel
+from eet_lightning import losses as L
+from eet_lightning.cli.fit import main
+from eet_lightning.nets import ArchConfig, FeatureEncoder, Generator
+from eet_lightning.stage2 import Stage2Module
+from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
+
+ARCH = dict(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
+
+
+def _inputs(arch: ArchConfig, batch: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    c = arch.ch(1024)
+    fr, ff = torch.randn(batch, c, 4, 4, generator=gen), torch.randn(batch, c, 4, 4, generator=gen)
+    base = torch.rand(batch, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        feat = FeatureEncoder(arch).eval()(base)
+    return fr, ff, base, feat
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_composing_generator_shapes_gradients_and_mask_range(skip: bool) -> None:
+    arch = ArchConfig(**ARCH, generator_output="composite", generator_skip=skip)
+    g = Generator(arch).eval()  # eval: spectral norm's power iteration does not move between calls
+    fr, ff, base, feat = _inputs(arch)
+    feat.requires_grad_(True)
+    out, mask = g.forward_with_mask(fr, ff, base, feat)
+    assert out.shape == base.shape and mask.shape == (3, 1, 64, 64)
+    assert 0 <= float(mask.detach().min()) and float(mask.detach().max()) <= 1
+    assert out.abs().max() <= 1  # a convex mix of tanh colours and a base in [-1, 1]
+    torch.testing.assert_close(g(fr, ff, base, feat), out)
+    (out.square().mean() + mask.mean()).backward()
+    assert g.to_rgb.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in g.parameters())
+    assert (feat.grad is not None and feat.grad.abs().sum() > 0) == skip  # the skip reaches G's output
+
+
+def test_zero_mask_returns_the_base_exactly_and_a_full_mask_gives_the_colour() -> None:
+    arch = ArchConfig(**ARCH, generator_output="composite", generator_skip=True)
+    g = Generator(arch).eval()
+    fr, ff, base, feat = _inputs(arch)
+    with torch.no_grad():
+        g.to_rgb.weight[:, 3].zero_()  # deconvolution weight [in, out, 1, 1]: channel 3 is the mask
+        g.to_rgb.bias[3] = -1e4
+        out, mask = g.forward_with_mask(fr, ff, base, feat)
+        assert torch.equal(mask, torch.zeros_like(mask))
+        assert torch.equal(out, base)
+        g.to_rgb.bias[3] = 1e4
+        full = g(fr, ff, base, feat)
+        g.to_rgb.bias[3] = -1e4
+        colour = torch.tanh(g.to_rgb(_last_activations(g, fr, ff, feat))[:, :3])
+    torch.testing.assert_close(full, colour)
+
+
+def _last_activations(g: Generator, fr: torch.Tensor, ff: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+    x = torch.cat([fr, ff], 1)
+    for i, block in enumerate(g.blocks):
+        x = block(x)
+        if i == g.skip_after:
+            x = torch.cat([x, feat], 1)
+    return x
+
+
+def test_generator_refuses_a_missing_base() -> None:
+    fr, ff, base, feat = _inputs(ArchConfig(**ARCH))
+    with pytest.raises(ValueError, match="needs the base image"):
+        Generator(ArchConfig(**ARCH, generator_output="composite"))(fr, ff)
+    with pytest.raises(ValueError, match="E's feature of the base image"):
+        Generator(ArchConfig(**ARCH, generator_skip=True))(fr, ff, base)
+    plain = Generator(ArchConfig(**ARCH))
+    out, mask = plain.forward_with_mask(fr, ff)
+    assert mask is None and out.shape == base.shape
+    with pytest.raises(ValueError, match="generator_output"):
+        ArchConfig(**ARCH, generator_output="mask")
+
+
+def test_mask_losses_known_answers() -> None:
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[:, :, :, 2:] = 1.0  # one vertical edge
+    assert float(L.mask_size_loss(mask)) == pytest.approx(0.5)
+    # rows do not change; across columns one of 3 neighbour pairs per row jumps by 1
+    assert float(L.total_variation_loss(mask)) == pytest.approx(1 / 3)
+    checker = (torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2
+    assert float(L.total_variation_loss(checker.float()[None, None])) == pytest.approx(2.0)
+    assert float(L.total_variation_loss(torch.full((1, 1, 5, 5), 0.3))) == 0.0
+    with pytest.raises(ValueError, match="mask must have shape"):
+        L.mask_size_loss(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="at least 2 x 2"):
+        L.total_variation_loss(torch.zeros(1, 1, 1, 4))
+
+
+def _stage2(blur: float = 0.0, norm: str = "in") -> Stage2Module:
+    arch = dict(ARCH, generator_output="composite", generator_skip=True, translation_norm=norm)
+    torch.manual_seed(0)
+    return Stage2Module(arch=arch, second_round_blur=blur, train_au_encoder_on_generated=False)
+
+
+def test_stage2_step_with_composition_trains_the_mask() -> None:
+    m = _stage2(blur=1.0)
+    losses, gen, disc = stage2_step(m, stage2_inputs())
+    assert {"L_mask", "L_mask_tv"} <= losses.keys()
+    w = m.weights
+    expected = (
+        losses["L_u"]
+        + w.lambda_u_swap * losses["L_u_swap"]
+        + w.lambda_c * losses["L_c"]
+        + w.lambda_r * losses["L_r"]
+        + w.lambda_adg * losses["L_adg"]
+        + w.lambda_adu * losses["L_u_E"]
+        + w.lambda_add * losses["L_d_E"]
+        + w.lambda_sc * losses["L_sc"]
+        + w.lambda_mask * losses["L_mask"]
+        + w.lambda_mask_tv * losses["L_mask_tv"]
+    )
+    torch.testing.assert_close(losses["total_g"], expected)
+    assert gen["generator.to_rgb.weight"][:, 3].abs().sum() > 0  # the mask channel learns
+    r = m._rounds(stage2_inputs()["image"])
+    assert r["mask"].shape == (12, 1, 64, 64)  # swaps, self-reconstructions, cross-cycles of 4 images
+    rows = m.log_images({"a": _side(0), "b": _side(1)})
+    assert rows["swap_mask"].shape == (4, 3, 64, 64)
+
+
+def _side(seed: int) -> dict[str, torch.Tensor]:
+    x = stage2_inputs(batch=2, seed=seed)
+    return {"image": x["image"], "aus": x["aus"], "identity": x["identity"], "pose": x["pose"]}
+
+
+def test_blurred_second_round_changes_only_what_reads_the_swaps() -> None:
+    x = stage2_inputs()["image"]
+    sharp, blurred = _stage2(0.0).eval(), _stage2(1.5).eval()
+    with torch.no_grad():
+        r0, r1 = sharp._rounds(x), blurred._rounds(x)
+    torch.testing.assert_close(r0["swapped"], r1["swapped"])
+    torch.testing.assert_close(r0["self_recon"], r1["self_recon"])
+    assert not torch.allclose(r0["au_pred2"], r1["au_pred2"])
+    with pytest.raises(ValueError, match="second_round_blur"):
+        Stage2Module(arch=ARCH, second_round_blur=-1.0)
+
+
+def test_straightforward_and_batched_passes_agree_with_composition() -> None:
+    results = []
+    for straightforward in (True, False):
+        m = _stage2(blur=1.0).eval()
+        m.straightforward = straightforward
+        results.append(stage2_step(m, stage2_inputs()))
+    assert_stage2_results_close(results[1], results[0])
+
+
+@pytest.mark.slow
+def test_fit_with_composition_and_the_model_it_writes(
+    tiny_run: Path, tiny_config: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "composite"
+    args = ["--config", str(tiny_config), "--run_dir", str(run), "--stage", "2"]
+    args += ["--stage2.stage1_ckpt", str(tiny_run / "stage1" / "last.ckpt")]
+    args += ["--model.arch.generator_output", "composite", "--model.arch.generator_skip", "true"]
+    args += ["--model.loss_weights.lambda_mask", "0.2", "--stage2.second_round_blur", "1.0"]
+    assert main(args) == 0
+    metrics = (run / "logs" / "stage2" / "version_0" / "metrics.csv").read_text()
+    assert "train/L_mask" in metrics and "train/L_mask_tv" in metrics
+    plain = EETModel.load_from_checkpoint(run / "stage2" / "last.ckpt", fuse=False)
+    fused = EETModel.load_from_checkpoint(run / "stage2" / "last.ckpt")
+    assert fused.needs_base and fused.arch.generator_output == "composite"
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    sa, sb = fused.transfer(a, b)
+    pa, pb = plain.transfer(a, b)
+    torch.testing.assert_close(sa, pa, atol=1e-4, rtol=1e-4)
+    fr, ff = fused.encode(torch.cat([a, b]))
+    torch.testing.assert_close(fused.decode(fr[2:], ff[:2], a), sa, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="pass base="):
+        fused.decode(fr[2:], ff[:2])
+    ma, mb = fused.transfer_masks(a, b)
+    assert ma.shape == (2, 1, 64, 64) and 0 <= float(ma.min()) <= float(ma.max()) <= 1
+    # where the mask is 0 the output is the input: out - a == mask * (colour - a)
+    assert torch.all((sa - a).abs() <= 2 * ma + 1e-5)
+    grey, _ = fused.transfer_masks(
+        [x for x in (a[0] + 1).mul(127.5).byte().permute(1, 2, 0)[None].numpy()], b[:1]
+    )
+    assert grey[0].shape == (64, 64, 3) and grey[0].dtype.name == "uint8"
+
+
+def test_models_without_a_composing_generator_refuse_masks_and_old_checkpoints_load(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    """A checkpoint written before these options existed (no generator_output, generator_skip, lambda_mask
+    in its hyper-parameters) loads as the image-drawing G of Table I and swaps as before."""
+    ckpt = torch.load(tiny_run / "stage2" / "last.ckpt", map_location="cpu", weights_only=False)
+    for key in ("generator_output", "generator_skip"):
+        ckpt["hyper_parameters"]["arch"].pop(key)
+    for key in ("lambda_mask", "lambda_mask_tv"):
+        ckpt["hyper_parameters"]["loss_weights"].pop(key)
+    ckpt["hyper_parameters"].pop("second_round_blur")
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    then, now = (
+        EETModel.load_from_checkpoint(old),
+        EETModel.load_from_checkpoint(tiny_run / "stage2" / "last.ckpt"),
+    )
+    assert not then.needs_base and then.arch.generator_output == "image"
+    a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    torch.testing.assert_close(then.transfer(a, b)[0], now.transfer(a, b)[0])
+    with pytest.raises(ValueError, match="only a composing G"):
+        then.transfer_masks(a, b)
+    module = Stage2Module(**{k: v for k, v in ckpt["hyper_parameters"].items() if k != "stage1_ckpt"})
+    module.load_state_dict(ckpt["state_dict"])  # resuming an old run builds the same networks
