@@ -5,7 +5,8 @@
 
 One row per held-out pair (target A, source B, never the same person): A, B, then A with B's expression at
 strengths 0 -> 1 (``EETModel.transfer(a, b, strength=s)``), where strength 1 differs from strength 0 (4x
-brighter), the true swap (A rendered with B's AUs and gaze), A with only B's mouth AUs (``aus=`` the
+brighter), for a G that edits its input its motion (how far it moved each pixel) and mask (where it
+painted), the true swap, where it differs from A (A rendered with B's AUs and gaze), A with only B's mouth AUs (``aus=`` the
 model's AUs among 12 15 17 20 25 26), where that differs from strength 0, and the true mouth-only swap
 (A rendered with B's mouth AUs and its own others). Exit status 2 on bad input.
 """
@@ -17,12 +18,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image, ImageDraw
 
 from eet_lightning import DISFA_AUS, EETModel
 from eet_lightning.datamodules import SyntheticDataModule
 from eet_lightning.datamodules.synthetic import render_records
+from eet_lightning.nets.modules import FLOW_RANGE
 
 DIFF_GAIN = 4  # differences between generated images are small; shown four times brighter
 # lip corner puller, lip corner depressor, chin raiser, lip stretcher, lips part, jaw drop
@@ -35,6 +38,12 @@ def difference(x: np.ndarray, y: np.ndarray, gain: int | None = None) -> np.ndar
     return np.clip(d * (DIFF_GAIN if gain is None else gain), 0, 255).astype(np.uint8).repeat(3, axis=-1)
 
 
+def grey(values: torch.Tensor) -> np.ndarray:
+    """[N, H, W] values in [0, 1] as uint8 grey images [N, H, W, 3]."""
+    v = (values.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return np.repeat(v[..., None], 3, axis=-1)
+
+
 def figure_columns(
     model: EETModel, pairs: dict, strengths: list[float], mouth: list[int]
 ) -> dict[str, np.ndarray]:
@@ -45,7 +54,14 @@ def figure_columns(
         cols[f"strength {s:g}"] = model.transfer(a, b, strength=s)[0]
     own = cols[f"strength {strengths[0]:g}"]
     cols[f"change x{DIFF_GAIN}"] = difference(cols[f"strength {strengths[-1]:g}"], own)
+    if model.arch.generator_output != "image":  # G's maps for A with B's expression
+        maps = model.transfer_maps(a, b)[0]
+        if "flow" in maps:  # how far G moved each pixel of A (white: FLOW_RANGE, an eighth of the image)
+            cols["motion"] = grey(maps["flow"].norm(dim=1) / FLOW_RANGE)
+        if "mask" in maps:  # where G painted (white) and kept A (black)
+            cols["mask"] = grey(maps["mask"][:, 0])
     cols["true swap"] = pairs["truth_a"]
+    cols[f"true change x{DIFF_GAIN}"] = difference(pairs["truth_a"], a)
     cols["mouth AUs only"] = model.transfer(a, b, aus=mouth)[0]
     cols[f"mouth change x{DIFF_GAIN}"] = difference(cols["mouth AUs only"], own)
     ra, rb = pairs["records_a"], pairs["records_b"]

@@ -14,6 +14,7 @@ from eet_lightning import EETModel
 from eet_lightning import losses as L
 from eet_lightning.cli.fit import main
 from eet_lightning.nets import ArchConfig, FeatureEncoder, Generator
+from eet_lightning.nets.modules import FLOW_RANGE, warp
 from eet_lightning.stage2 import Stage2Module
 from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
 
@@ -36,7 +37,8 @@ def test_composing_generator_shapes_gradients_and_mask_range(skip: bool) -> None
     g = Generator(arch).eval()  # eval: spectral norm's power iteration does not move between calls
     fr, ff, base, feat = _inputs(arch)
     feat.requires_grad_(True)
-    out, mask = g.forward_with_mask(fr, ff, base, feat)
+    out, maps = g.forward_with_maps(fr, ff, base, feat)
+    mask = maps["mask"]
     assert out.shape == base.shape and mask.shape == (3, 1, 64, 64)
     assert 0 <= float(mask.detach().min()) and float(mask.detach().max()) <= 1
     assert out.abs().max() <= 1  # a convex mix of tanh colours and a base in [-1, 1]
@@ -54,7 +56,8 @@ def test_zero_mask_returns_the_base_exactly_and_a_full_mask_gives_the_colour() -
     with torch.no_grad():
         g.to_rgb.weight[:, 3].zero_()  # deconvolution weight [in, out, 1, 1]: channel 3 is the mask
         g.to_rgb.bias[3] = -1e4
-        out, mask = g.forward_with_mask(fr, ff, base, feat)
+        out, maps = g.forward_with_maps(fr, ff, base, feat)
+        mask = maps["mask"]
         assert torch.equal(mask, torch.zeros_like(mask))
         assert torch.equal(out, base)
         g.to_rgb.bias[3] = 1e4
@@ -73,6 +76,31 @@ def _last_activations(g: Generator, fr: torch.Tensor, ff: torch.Tensor, feat: to
     return x
 
 
+def test_warp_moves_pixels_and_a_zero_flow_keeps_them() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(warp(x, torch.zeros(2, 2, 8, 8)), x)
+    flow = torch.zeros(2, 2, 8, 8)
+    flow[:, 0] = 2 / 8  # one pixel to the right in [-1, 1] units: each pixel shows its right neighbour
+    torch.testing.assert_close(warp(x, flow)[..., :-1], x[..., 1:])
+    torch.testing.assert_close(warp(x, flow)[..., -1], x[..., -1])  # the border repeats
+    flow[:, 0] = 1 / 8  # half a pixel: the mean of the two neighbours
+    torch.testing.assert_close(warp(x, flow)[..., :-1], (x[..., 1:] + x[..., :-1]) / 2)
+
+
+def test_warping_generator_starts_near_the_base_and_its_flow_learns() -> None:
+    arch = ArchConfig(**ARCH, generator_output="warp", generator_skip=True, generator_flow_scale=4)
+    g = Generator(arch).eval()
+    fr, ff, base, feat = _inputs(arch)
+    out, maps = g.forward_with_maps(fr, ff, base, feat)
+    assert set(maps) == {"flow"} and maps["flow"].shape == (3, 2, 64, 64)
+    assert float(maps["flow"].detach().abs().max()) < 0.1 * FLOW_RANGE  # under a pixel to start from
+    assert not hasattr(g, "to_rgb") and len(g.blocks) == 2  # a warp at S/4 needs G up to 16 x 16 only
+    out.square().mean().backward()
+    assert g.to_flow.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="flow scale <= 4"):
+        Generator(ArchConfig(**ARCH, generator_output="warp", generator_skip=True, generator_flow_scale=8))
+
+
 def test_generator_refuses_a_missing_base() -> None:
     fr, ff, base, feat = _inputs(ArchConfig(**ARCH))
     with pytest.raises(ValueError, match="needs the base image"):
@@ -80,8 +108,8 @@ def test_generator_refuses_a_missing_base() -> None:
     with pytest.raises(ValueError, match="E's feature of the base image"):
         Generator(ArchConfig(**ARCH, generator_skip=True))(fr, ff, base)
     plain = Generator(ArchConfig(**ARCH))
-    out, mask = plain.forward_with_mask(fr, ff)
-    assert mask is None and out.shape == base.shape
+    out, maps = plain.forward_with_maps(fr, ff)
+    assert maps == {} and out.shape == base.shape
     with pytest.raises(ValueError, match="generator_output"):
         ArchConfig(**ARCH, generator_output="mask")
 
@@ -159,20 +187,29 @@ def test_straightforward_and_batched_passes_agree_with_composition() -> None:
 
 
 @pytest.mark.slow
-def test_fit_with_composition_and_the_model_it_writes(
-    tiny_run: Path, tiny_config: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--model.arch.generator_output", "composite", "--stage2.second_round_blur", "1.0"],
+        ["--model.arch.generator_output", "warp_composite", "--model.arch.generator_mask_scale", "2"],
+        ["--model.arch.generator_output", "warp"],
+    ],
+    ids=["composite", "warp_composite", "warp"],
+)
+def test_fit_with_an_editing_generator_and_the_model_it_writes(
+    tiny_run: Path, tiny_config: Path, tmp_path: Path, options: list[str]
 ) -> None:
-    run = tmp_path / "composite"
+    run = tmp_path / "edit"
     args = ["--config", str(tiny_config), "--run_dir", str(run), "--stage", "2"]
     args += ["--stage2.stage1_ckpt", str(tiny_run / "stage1" / "last.ckpt")]
-    args += ["--model.arch.generator_output", "composite", "--model.arch.generator_skip", "true"]
-    args += ["--model.loss_weights.lambda_mask", "0.2", "--stage2.second_round_blur", "1.0"]
+    args += ["--model.arch.generator_skip", "true", "--model.loss_weights.lambda_mask", "0.2", *options]
     assert main(args) == 0
+    mode = options[1]
     metrics = (run / "logs" / "stage2" / "version_0" / "metrics.csv").read_text()
-    assert "train/L_mask" in metrics and "train/L_mask_tv" in metrics
+    assert ("train/L_mask" in metrics and "train/L_mask_tv" in metrics) == (mode != "warp")
     plain = EETModel.load_from_checkpoint(run / "stage2" / "last.ckpt", fuse=False)
     fused = EETModel.load_from_checkpoint(run / "stage2" / "last.ckpt")
-    assert fused.needs_base and fused.arch.generator_output == "composite"
+    assert fused.needs_base and fused.arch.generator_output == mode
     torch.manual_seed(0)
     a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
     sa, sb = fused.transfer(a, b)
@@ -182,14 +219,20 @@ def test_fit_with_composition_and_the_model_it_writes(
     torch.testing.assert_close(fused.decode(fr[2:], ff[:2], a), sa, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="pass base="):
         fused.decode(fr[2:], ff[:2])
-    ma, mb = fused.transfer_masks(a, b)
-    assert ma.shape == (2, 1, 64, 64) and 0 <= float(ma.min()) <= float(ma.max()) <= 1
-    # where the mask is 0 the output is the input: out - a == mask * (colour - a)
-    assert torch.all((sa - a).abs() <= 2 * ma + 1e-5)
-    grey, _ = fused.transfer_masks(
-        [x for x in (a[0] + 1).mul(127.5).byte().permute(1, 2, 0)[None].numpy()], b[:1]
-    )
-    assert grey[0].shape == (64, 64, 3) and grey[0].dtype.name == "uint8"
+    maps_a, maps_b = fused.transfer_maps(a, b)
+    assert set(maps_a) == {"composite": {"mask"}, "warp_composite": {"mask", "flow"}, "warp": {"flow"}}[mode]
+    if "flow" in maps_a:
+        assert maps_a["flow"].shape == (2, 2, 64, 64) and float(maps_a["flow"].abs().max()) <= FLOW_RANGE
+    if mode == "composite":
+        mask = maps_a["mask"]
+        assert mask.shape == (2, 1, 64, 64) and 0 <= float(mask.min()) <= float(mask.max()) <= 1
+        # where the mask is 0 the output is the input: out - a == mask * (colour - a)
+        assert torch.all((sa - a).abs() <= 2 * mask + 1e-5)
+    if mode == "warp":  # the output is A's own pixels moved: A warped by the flow G gave
+        torch.testing.assert_close(sa, warp(a, maps_a["flow"]), atol=1e-5, rtol=1e-4)
+    uint8 = (a[:1] + 1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()  # other input kinds too
+    maps_u, _ = fused.transfer_maps(uint8, b[:1])
+    assert all(v.shape[0] == 1 and v.is_floating_point() for v in maps_u.values())
 
 
 def test_models_without_a_composing_generator_refuse_masks_and_old_checkpoints_load(
@@ -198,7 +241,7 @@ def test_models_without_a_composing_generator_refuse_masks_and_old_checkpoints_l
     """A checkpoint written before these options existed (no generator_output, generator_skip, lambda_mask
     in its hyper-parameters) loads as the image-drawing G of Table I and swaps as before."""
     ckpt = torch.load(tiny_run / "stage2" / "last.ckpt", map_location="cpu", weights_only=False)
-    for key in ("generator_output", "generator_skip"):
+    for key in ("generator_output", "generator_skip", "generator_mask_scale", "generator_flow_scale"):
         ckpt["hyper_parameters"]["arch"].pop(key)
     for key in ("lambda_mask", "lambda_mask_tv"):
         ckpt["hyper_parameters"]["loss_weights"].pop(key)
@@ -212,7 +255,7 @@ def test_models_without_a_composing_generator_refuse_masks_and_old_checkpoints_l
     assert not then.needs_base and then.arch.generator_output == "image"
     a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
     torch.testing.assert_close(then.transfer(a, b)[0], now.transfer(a, b)[0])
-    with pytest.raises(ValueError, match="only a composing G"):
-        then.transfer_masks(a, b)
+    with pytest.raises(ValueError, match="only a G that edits its input"):
+        then.transfer_maps(a, b)
     module = Stage2Module(**{k: v for k, v in ckpt["hyper_parameters"].items() if k != "stage1_ckpt"})
     module.load_state_dict(ckpt["state_dict"])  # resuming an old run builds the same networks

@@ -72,11 +72,13 @@ def test_transfer_figure_columns_match_the_model(tiny_run: Path, tmp_path: Path)
     assert np.array_equal(cols["true mouth only"], render_records(pairs["records_a"], 64, aus=aus))
     gain = fig.DIFF_GAIN
     assert np.array_equal(cols[f"change x{gain}"], fig.difference(cols["strength 1"], cols["strength 0"]))
-    # the whole figure: a header and one row per pair; 11 columns here, each face 64 px enlarged twice
+    assert np.array_equal(cols[f"true change x{gain}"], fig.difference(pairs["truth_a"], a))
+    assert "mask" not in cols  # the tiny model's G draws whole images: no mask to show
+    # the whole figure: a header and one row per pair; 12 columns here, each face 64 px enlarged twice
     out = tmp_path / "figure.png"
     args = ["--ckpt", str(tiny_run / "stage2" / "last.ckpt"), "--config", str(tiny_run / "config.yaml")]
     assert fig.main([*args, "--out", str(out), "--pairs", "2", "--steps", "4"]) == 0
-    width = 11 * (128 + 4) - 4
+    width = 12 * (128 + 4) - 4
     assert Image.open(out).size == (width, 18 + 2 * (128 + 4) - 4)
     grid = np.asarray(Image.open(out).convert("RGB"))
     assert np.array_equal(grid[18 : 18 + 128 : 2, 0:128:2], a[0])  # the first tile is target A, enlarged

@@ -310,17 +310,17 @@ class EETModel(nn.Module):
     ) -> torch.Tensor:
         """G(f_r, f_f): images [B, 3, S, S] in [-1, 1]. ``base``: the images G edits (the ones whose f_f
         this is), needed when `needs_base`; ignored otherwise."""
-        return self.decode_with_mask(au_related, au_free, base)[0]
+        return self.decode_with_maps(au_related, au_free, base)[0]
 
     @torch.no_grad()
-    def decode_with_mask(
+    def decode_with_maps(
         self, au_related: torch.Tensor, au_free: torch.Tensor, base: ImageInput | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`decode` and G's mask [B, 1, S, S] in [0, 1] (1: G's colour, 0: the base kept; None for a G that
-        draws the whole image)."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`decode` and G's maps: ``mask`` [B, 1, S, S] in [0, 1] (1: G's colour, 0: the base kept) for a
+        painting G, ``flow`` [B, 2, S, S] (see `Generator.forward_with_maps`) for a warping one."""
         fr, ff = au_related.to(self.device), au_free.to(self.device)
         if not self.needs_base:
-            return self.generator.forward_with_mask(fr, ff)
+            return self.generator.forward_with_maps(fr, ff)
         if base is None:
             raise ValueError(
                 f"decode: this model's G edits a base image (generator_output "
@@ -329,7 +329,7 @@ class EETModel(nn.Module):
         x, _ = self._prepare(base, "base")
         if x.shape[0] != fr.shape[0]:
             raise ValueError(f"decode: {x.shape[0]} base images for {fr.shape[0]} features")
-        return self.generator.forward_with_mask(fr, ff, x, self.encoder(x))
+        return self.generator.forward_with_maps(fr, ff, x, self.encoder(x))
 
     # ------------------------------------------------------------------ what users call
 
@@ -392,30 +392,27 @@ class EETModel(nn.Module):
     _networks = _networks_eager
 
     @torch.no_grad()
-    def transfer_masks(
+    def transfer_maps(
         self,
         image_a: ImageInput,
         image_b: ImageInput,
         aus: Iterable[int] | None = None,
         strength: float = 1.0,
-    ) -> tuple[Any, Any]:
-        """G's masks of `transfer` with the same arguments: where each output takes G's colour (1) and
-        where it keeps its input (0). Float tensors [B, 1, S, S] in [0, 1] for tensor inputs, uint8 grey
-        images [S, S, 3] (255: G's colour) for the other kinds. Needs a composing model
-        (``arch.generator_output: composite``)."""
-        if self.arch.generator_output != "composite":
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """G's maps for `transfer` with the same arguments, for each side: ``mask`` [B, 1, S, S] in [0, 1]
+        (where the output takes G's colour, 1, or keeps its input, 0) for a painting G, ``flow``
+        [B, 2, S, S] (x, y displacements; [-1, 1] spans the image) for a warping one. Float tensors on the
+        model's device, for every kind of input. Needs a G that edits its input (`needs_base`)."""
+        if self.arch.generator_output == "image":
             raise ValueError(
-                "transfer_masks: this model's G draws the whole image (arch.generator_output 'image'); "
-                "only a composing G (generator_output 'composite') has masks"
+                "transfer_maps: this model's G draws the whole image (arch.generator_output 'image'); only "
+                "a G that edits its input (composite, warp, warp_composite) has masks or flows"
             )
         weights = self.branch_weights(aus, strength)
-        a, b, restore_a, restore_b = self._prepare_pair(image_a, image_b)
-        _, masks = self.generator.forward_with_mask(*self._swap_inputs(a, b, weights.to(a.device)))
-        mask_a, mask_b = masks.chunk(2)
-        if isinstance(image_a, torch.Tensor):
-            return restore_a(mask_a), restore_b(mask_b)
-        grey = [m.expand(-1, 3, -1, -1) * 2 - 1 for m in (mask_a, mask_b)]  # shown as images
-        return restore_a(grey[0]), restore_b(grey[1])
+        a, b, _, _ = self._prepare_pair(image_a, image_b)
+        _, maps = self.generator.forward_with_maps(*self._swap_inputs(a, b, weights.to(a.device)))
+        halves = {k: v.chunk(2) for k, v in maps.items()}
+        return {k: v[0] for k, v in halves.items()}, {k: v[1] for k, v in halves.items()}
 
     @torch.no_grad()
     def reconstruct(self, images: ImageInput) -> Any:

@@ -16,6 +16,7 @@ from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
 from eet_lightning.nets import ArchConfig, Generator, ImageDiscriminator
+from eet_lightning.nets.modules import FLOW_RANGE
 
 # E, C, Du and Dd are in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -206,7 +207,7 @@ class Stage2Module(EETBase):
             if self.arch.generator_needs_base
             else (None, None)
         )
-        generated, mask1 = G.forward_with_mask(
+        generated, maps1 = G.forward_with_maps(
             torch.cat([fr_b, fr_a, fr_a, fr_b]), torch.cat([ff_a, ff_b, ff_a, ff_b]), xx, feat_xx
         )
         swapped, self_recon = generated.chunk(2)
@@ -215,7 +216,7 @@ class Stage2Module(EETBase):
         feature2, au_free2, au_related2, au_pred2 = self._encode(swapped, first_round=False)
         ff2_a, ff2_b = au_free2.chunk(2)
         fr2_a, fr2_b = au_related2.chunk(2)
-        cycle, mask2 = G.forward_with_mask(
+        cycle, maps2 = G.forward_with_maps(
             torch.cat([fr2_b, fr2_a]),
             torch.cat([ff2_a, ff2_b]),
             swapped if self.arch.generator_needs_base else None,
@@ -231,8 +232,8 @@ class Stage2Module(EETBase):
             "au_pred2": au_pred2,
             "cycle": cycle,
         }
-        if mask1 is not None:
-            out["mask"] = torch.cat([mask1, mask2])  # swaps, self-reconstructions, cross-cycles
+        for key in maps1:  # G's masks / flows of the swaps, self-reconstructions and cross-cycles
+            out[key] = torch.cat([maps1[key], maps2[key]])
         return out
 
     def _rounds_per_side(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -242,7 +243,7 @@ class Stage2Module(EETBase):
         base = self.arch.generator_needs_base
 
         def G(fr: torch.Tensor, ff: torch.Tensor, image: torch.Tensor, feat: torch.Tensor):
-            return self.generator.forward_with_mask(fr, ff, image if base else None, feat if base else None)
+            return self.generator.forward_with_maps(fr, ff, image if base else None, feat if base else None)
 
         feat_a, ff_a, fr_a, au_a = self._encode(a, first_round=True)
         feat_b, ff_b, fr_b, au_b = self._encode(b, first_round=True)
@@ -261,8 +262,8 @@ class Stage2Module(EETBase):
             "au_pred2": torch.cat([au2_a, au2_b]),
             "cycle": torch.cat([cycle_a, cycle_b]),
         }
-        if m1 is not None:
-            out["mask"] = torch.cat([m1, m2, m3, m4, m5, m6])
+        for key in m1:
+            out[key] = torch.cat([m[key] for m in (m1, m2, m3, m4, m5, m6)])
         return out
 
     def _discriminate(self, discriminator: nn.Module, *images: torch.Tensor) -> torch.Tensor:
@@ -396,9 +397,13 @@ class Stage2Module(EETBase):
         }
         if "truth" in batch["a"]:
             rows["truth"] = torch.cat([batch["a"]["truth"], batch["b"]["truth"]])
-        if "mask" in r:  # where a composing G painted the swaps (white) and kept the input (black)
-            n = inputs["image"].shape[0]
+        n = inputs["image"].shape[0]
+        if "mask" in r:  # where a painting G painted the swaps (white) and kept the input (black)
             rows["swap_mask"] = r["mask"][:n].expand(-1, 3, -1, -1) * 2 - 1
+        if "flow" in r:  # how far a warping G moved each pixel of the swaps (white: FLOW_RANGE or more)
+            rows["swap_motion"] = (r["flow"][:n].norm(dim=1, keepdim=True) / FLOW_RANGE).clamp(max=1).expand(
+                -1, 3, -1, -1
+            ) * 2 - 1
         return rows
 
     def configure_optimizers(self) -> Any:

@@ -44,11 +44,20 @@ class ArchConfig:
     # 1 mask channel; the output is ``mask * colour + (1 - mask) * base``, base being the image G edits
     # (the target for swaps and self-reconstructions, the swapped image for the cross-cycle), so pixels
     # the expression does not touch keep the base's exactly (see configs/synthetic.yaml).
-    generator_output: Literal["image", "composite"] = "image"
+    # "warp": G gives a flow field (at S / generator_flow_scale, upsampled) that moves the base's pixels,
+    # so the change is geometry (a brow that rises, lips that part) with the base's own sharpness;
+    # "warp_composite": both, ``mask * colour + (1 - mask) * warp(base)``.
+    generator_output: Literal["image", "composite", "warp", "warp_composite"] = "image"
     # E's feature of the base image joins G at E's resolution (concatenated before the next UpRes level):
     # the AU-free path at S/4 instead of 4x4 alone, so G knows where the base's mouth, eyes and brows
     # are. Needs a base image, like "composite". Not in the paper (see configs/synthetic.yaml).
     generator_skip: bool = False
+    # With "composite": the mask is computed at S / generator_mask_scale (from G's activations at that
+    # resolution) and bilinearly upsampled, so that it marks regions rather than single pixels (1: at S,
+    # from G's last layer). Not in the paper or GANimation (see configs/synthetic.yaml).
+    generator_mask_scale: int = 1
+    # With "warp" / "warp_composite": the flow is computed at S / generator_flow_scale and upsampled.
+    generator_flow_scale: int = 4
 
     def __post_init__(self) -> None:
         if self.image_size not in SUPPORTED_IMAGE_SIZES:
@@ -65,10 +74,12 @@ class ArchConfig:
             )
         if self.translation_norm not in ("in", "bn"):
             raise ValueError(f"arch.translation_norm must be 'in' or 'bn', got {self.translation_norm!r}")
-        if self.generator_output not in ("image", "composite"):
-            raise ValueError(
-                f"arch.generator_output must be 'image' or 'composite', got {self.generator_output!r}"
-            )
+        outputs = ("image", "composite", "warp", "warp_composite")
+        if self.generator_output not in outputs:
+            raise ValueError(f"arch.generator_output must be one of {outputs}, got {self.generator_output!r}")
+        for name in ("generator_mask_scale", "generator_flow_scale"):
+            if getattr(self, name) not in (1, 2, 4, 8):
+                raise ValueError(f"arch.{name} must be 1, 2, 4 or 8, got {getattr(self, name)!r}")
         if not isinstance(self.generator_skip, bool):
             raise ValueError(f"arch.generator_skip must be true or false, got {self.generator_skip!r}")
         for name in ("num_aus", "max_intensity", "num_identities", "num_poses", "min_channels"):
@@ -103,7 +114,7 @@ class ArchConfig:
     @property
     def generator_needs_base(self) -> bool:
         """Whether G edits a base image (composition or E's skip feature) rather than drawing from f_r, f_f alone."""
-        return self.generator_output == "composite" or self.generator_skip
+        return self.generator_output != "image" or self.generator_skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

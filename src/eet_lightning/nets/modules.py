@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from eet_lightning.nets.blocks import ConvBlock, PReLU, UpResBlock, check_shape, conv, deconv, stacked_layer
@@ -138,30 +139,66 @@ class AURelatedEncoder(nn.Module):
         return branch_feats.mean(dim=1), aus
 
 
+# G's flow (``warp`` outputs) is FLOW_RANGE * tanh(.) in grid_sample's coordinates, where [-1, 1] spans the
+# image: at most an eighth of the image (8 px at 64 px) in each direction
+FLOW_RANGE = 0.25
+
+
 class Generator(nn.Module):
     """G: concat(f_r, f_f) [B, 2048w, 4, 4] -> image [B, 3, S, S] in [-1, 1] (UpRes levels, 1x1 deconv).
 
-    With ``arch.generator_output == "image"`` (Table I) the 1x1 deconvolution gives the colour image
-    through tanh. With ``"composite"`` it gives 3 colour channels and one mask channel, and G edits a base
-    image: ``sigmoid(mask) * tanh(colour) + (1 - sigmoid(mask)) * base``. With ``arch.generator_skip`` E's
-    feature of the base image [B, C_E, S/4, S/4] is concatenated to G's activations at S/4.
+    ``arch.generator_output`` says what G gives (see `ArchConfig`):
+
+    - ``image`` (Table I): the colour image through tanh, drawn from the two features alone;
+    - ``composite``: colour and a mask, ``mask * colour + (1 - mask) * base``;
+    - ``warp``: a flow field that moves the base's pixels, ``warp(base, flow)``;
+    - ``warp_composite``: both, ``mask * colour + (1 - mask) * warp(base, flow)``.
+
+    The mask and the flow are computed at S / ``arch.generator_mask_scale`` and S /
+    ``arch.generator_flow_scale`` from G's activations there and bilinearly upsampled. With
+    ``arch.generator_skip`` E's feature of the base image [B, C_E, S/4, S/4] joins G's activations at S/4.
     """
 
     def __init__(self, arch: ArchConfig) -> None:
         super().__init__()
         self.arch = arch
         self.feat_channels = arch.ch(ENCODER_LEVELS[-1])
-        self.composite = arch.generator_output == "composite"
+        mode = arch.generator_output
+        self.paints = mode in ("composite", "warp_composite")  # colour + mask
+        self.warps = mode in ("warp", "warp_composite")  # flow
         levels = GENERATOR_LEVELS[: len(GENERATOR_LEVELS) - arch.dropped_levels]
         sn = arch.spectral_norm and arch.generator_spectral_norm
-        # the UpRes level after which G's maps are at E's resolution S/4 (G starts at 4x4, doubling)
-        self.skip_after = int(math.log2(arch.feature_size // 8)) if arch.generator_skip else None
+
+        def level_at(scale: int) -> int:  # the UpRes level whose output is at S / scale (G starts at 4x4)
+            return len(levels) - 1 - int(math.log2(scale))
+
+        self.skip_after = level_at(4) if arch.generator_skip else None
+        self.mask_after = level_at(arch.generator_mask_scale) if self.paints else None
+        self.flow_after = level_at(arch.generator_flow_scale) if self.warps else None
+        # a G that only warps needs no level above its flow's resolution
+        depth = self.flow_after + 1 if mode == "warp" else len(levels)
+        if self.skip_after is not None and self.skip_after >= depth:
+            raise ValueError(
+                "arch.generator_skip joins E's feature at S/4, but with generator_output 'warp' and "
+                f"generator_flow_scale {arch.generator_flow_scale} G stops below that; use a flow scale <= 4"
+            )
         blocks, in_ch = [], 2 * self.feat_channels
-        for i, out in enumerate(levels):
+        for i, out in enumerate(levels[:depth]):
             blocks.append(UpResBlock(in_ch, arch.ch(out), sn=sn, norm=arch.translation_norm))
             in_ch = arch.ch(out) + (arch.feature_channels if i == self.skip_after else 0)
+            if i == self.mask_after and i < len(levels) - 1:
+                self.to_mask = deconv(in_ch, 1, 1, 1, 0, 0, sn)
+            if i == self.flow_after:
+                # no spectral norm on this head: it would fix the weight's scale, and G starts from
+                # (almost) the unmoved base with a small one
+                self.to_flow = deconv(in_ch, 2, 1, 1, 0, 0, sn=False)
+                with torch.no_grad():
+                    self.to_flow.bias.zero_()
+                    self.to_flow.weight.mul_(0.01)
         self.blocks = nn.Sequential(*blocks)
-        self.to_rgb = deconv(in_ch, 4 if self.composite else 3, 1, 1, 0, 0, sn)
+        if mode != "warp":
+            mask_in_last = self.paints and self.mask_after == len(levels) - 1
+            self.to_rgb = deconv(in_ch, 4 if mask_in_last else 3, 1, 1, 0, 0, sn)
 
     def forward(
         self,
@@ -171,38 +208,62 @@ class Generator(nn.Module):
         base_feature: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The generated image; ``base`` (the image G edits) and ``base_feature`` (E(base)) are needed
-        when ``arch.generator_output`` is "composite" and when ``arch.generator_skip`` is set."""
-        return self.forward_with_mask(au_related, au_free, base, base_feature)[0]
+        when ``arch.generator_output`` is not "image" and when ``arch.generator_skip`` is set."""
+        return self.forward_with_maps(au_related, au_free, base, base_feature)[0]
 
-    def forward_with_mask(
+    def forward_with_maps(
         self,
         au_related: torch.Tensor,
         au_free: torch.Tensor,
         base: torch.Tensor | None = None,
         base_feature: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(image [B, 3, S, S], mask [B, 1, S, S] in [0, 1] where 1 takes G's colour; None for "image")."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(image [B, 3, S, S], maps): ``mask`` [B, 1, S, S] in [0, 1] (1: G's colour) when G paints,
+        ``flow`` [B, 2, S, S] (x, y displacements in grid_sample's [-1, 1] units) when it warps."""
         check_shape(au_related, self.feat_channels, 4, "Generator (G) AU-related input f_r")
         check_shape(au_free, self.feat_channels, 4, "Generator (G) AU-free input f_f")
-        x = torch.cat([au_related, au_free], dim=1)
-        if self.skip_after is None:
-            x = self.blocks(x)
-        else:
+        s = self.arch.image_size
+        if self.paints or self.warps:
+            if base is None:
+                raise ValueError(
+                    f"Generator (G) with arch.generator_output {self.arch.generator_output!r} needs the base image"
+                )
+            check_shape(base, 3, s, "G's base image")
+        if self.skip_after is not None:
             if base_feature is None:
                 raise ValueError("Generator (G) with arch.generator_skip needs E's feature of the base image")
             check_shape(base_feature, self.arch.feature_channels, self.arch.feature_size, "G's base feature")
-            for i, block in enumerate(self.blocks):
-                x = block(x)
-                if i == self.skip_after:
-                    x = torch.cat([x, base_feature.to(x.dtype)], dim=1)
+        x = torch.cat([au_related, au_free], dim=1)
+        maps: dict[str, torch.Tensor] = {}
+        mask_logit = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.skip_after:
+                x = torch.cat([x, base_feature.to(x.dtype)], dim=1)
+            if i == self.mask_after and hasattr(self, "to_mask"):
+                mask_logit = F.interpolate(self.to_mask(x), size=(s, s), mode="bilinear", align_corners=False)
+            if i == self.flow_after:
+                flow = FLOW_RANGE * torch.tanh(self.to_flow(x))
+                maps["flow"] = F.interpolate(flow, size=(s, s), mode="bilinear", align_corners=False)
+        if self.warps:
+            base = warp(base, maps["flow"])
+        if not self.paints:
+            return (torch.tanh(self.to_rgb(x)) if not self.warps else base), maps
         out = self.to_rgb(x)
-        if not self.composite:
-            return torch.tanh(out), None
-        if base is None:
-            raise ValueError("Generator (G) with arch.generator_output 'composite' needs the base image")
-        check_shape(base, 3, self.arch.image_size, "G's base image")
-        colour, mask = torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:])
-        return base + mask * (colour - base), mask
+        if mask_logit is None:
+            out, mask_logit = out[:, :3], out[:, 3:]
+        colour, mask = torch.tanh(out), torch.sigmoid(mask_logit)
+        maps["mask"] = mask
+        return base + mask * (colour - base), maps
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image`` [B, C, H, W] sampled bilinearly at each pixel's position moved by ``flow`` [B, 2, H, W]
+    (x, y in grid_sample's [-1, 1] units); a zero flow returns the image (up to float rounding)."""
+    theta = torch.eye(2, 3, dtype=image.dtype, device=image.device).expand(image.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    grid = grid + flow.to(image.dtype).permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class FeatureDiscriminator(nn.Module):
