@@ -42,6 +42,8 @@ class LossWeights:
     # masks and their mean squared total variation, on every generated image. Unused otherwise.
     lambda_mask: float = 0.1
     lambda_mask_tv: float = 1.0
+    # With a warping G (``warp``, ``warp_composite``): the mean length of its flow, on every generated image.
+    lambda_flow: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

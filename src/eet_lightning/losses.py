@@ -34,6 +34,7 @@ __all__ = [
     "reconstruction_loss",
     "mask_size_loss",
     "total_variation_loss",
+    "flow_size_loss",
 ]
 
 
@@ -536,3 +537,21 @@ def total_variation_loss(x: Tensor) -> Tensor:
     if x.shape[-1] < 2 or x.shape[-2] < 2:
         raise ValueError(f"x must be at least 2 x 2 pixels, got shape {tuple(x.shape)}")
     return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+
+
+def flow_size_loss(flow: Tensor) -> Tensor:
+    r"""Size of G's flow field (not in EET's paper): the mean length of the per-pixel displacement, so that
+    a warping G moves only what the expression moves and leaves the rest of the image in place.
+
+    Args:
+        flow: ``[B, 2, H, W]`` displacements (x, y) in grid_sample's units, where [-1, 1] spans the image.
+
+    Returns:
+        scalar loss in ``flow.dtype``.
+    """
+    _check_floating(flow, "flow")
+    _check_ndim(flow, 4, "flow", "[B, 2, H, W]")
+    _check_nonempty_batch(flow, "flow")
+    if flow.shape[1] != 2:
+        raise ValueError(f"flow must have 2 channels (x, y), got shape {tuple(flow.shape)}")
+    return flow.square().sum(1).add(1e-12).sqrt().mean()

@@ -315,6 +315,9 @@ class Stage2Module(EETBase):
             out["L_mask"] = L.mask_size_loss(r["mask"])
             out["L_mask_tv"] = L.total_variation_loss(r["mask"])
             total = total + w.lambda_mask * out["L_mask"] + w.lambda_mask_tv * out["L_mask_tv"]
+        if "flow" in r:  # a warping G: moves as little of the image as it can
+            out["L_flow"] = L.flow_size_loss(r["flow"])
+            total = total + w.lambda_flow * out["L_flow"]
         out["total_g"] = total
         return out
 
