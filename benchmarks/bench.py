@@ -145,6 +145,7 @@ STAGE2_KEYS = (
     "betas",
     "train_au_encoder_on_generated",
     "train_feature_discriminators",
+    "second_round_blur",
 )
 
 

@@ -14,7 +14,7 @@ from eet_lightning import EETModel
 from eet_lightning import losses as L
 from eet_lightning.cli.fit import main
 from eet_lightning.nets import ArchConfig, FeatureEncoder, Generator
-from eet_lightning.nets.modules import FLOW_RANGE, warp
+from eet_lightning.nets.modules import FLOW_RANGE, dead_zone, warp
 from eet_lightning.stage2 import Stage2Module
 from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
 
@@ -85,6 +85,42 @@ def test_warp_moves_pixels_and_a_zero_flow_keeps_them() -> None:
     torch.testing.assert_close(warp(x, flow)[..., -1], x[..., -1])  # the border repeats
     flow[:, 0] = 1 / 8  # half a pixel: the mean of the two neighbours
     torch.testing.assert_close(warp(x, flow)[..., :-1], (x[..., 1:] + x[..., :-1]) / 2)
+
+
+def test_dead_zone_zeroes_small_entries_and_passes_gradients_straight_through() -> None:
+    x = torch.tensor([[0.05, -0.2, 0.5], [0.0, 0.09, -0.11]], requires_grad=True)
+    y = dead_zone(x, 0.1)
+    assert torch.equal(y, torch.tensor([[0.0, -0.2, 0.5], [0.0, 0.0, -0.11]]))
+    (y * torch.arange(6.0).view(2, 3)).sum().backward()
+    assert x.grad.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]  # as if nothing were zeroed
+    flow = torch.zeros(1, 2, 2, 2)
+    flow[0, :, 0, 0] = torch.tensor([0.06, 0.08])  # length 0.1: kept
+    flow[0, :, 1, 1] = torch.tensor([0.03, 0.04])  # length 0.05: zeroed as a vector
+    z = dead_zone(flow, 0.1, dim=1)
+    assert torch.equal(z[0, :, 0, 0], flow[0, :, 0, 0]) and torch.equal(z[0, :, 1, 1], torch.zeros(2))
+    assert dead_zone(x, 0.0) is x
+
+
+def test_generator_dead_zones_keep_the_base_where_maps_are_small() -> None:
+    arch = ArchConfig(
+        **ARCH,
+        generator_output="warp_composite",
+        generator_skip=True,
+        generator_flow_threshold=0.5,
+        generator_mask_threshold=0.2,
+    )
+    g = Generator(arch).eval()
+    fr, ff, base, feat = _inputs(arch)
+    out, maps = g.forward_with_maps(fr, ff, base, feat)
+    length = maps["flow"].norm(dim=1)
+    assert torch.all((length == 0) | (length >= 2 * 0.5 / 64 - 1e-7))  # 0.5 px in grid units
+    assert torch.all((maps["mask"] == 0) | (maps["mask"] >= 0.2))
+    untouched = (length == 0) & (maps["mask"][:, 0] == 0)
+    assert untouched.any() and torch.equal(
+        out.permute(1, 0, 2, 3)[:, untouched], base.permute(1, 0, 2, 3)[:, untouched]
+    )
+    with pytest.raises(ValueError, match="generator_mask_threshold"):
+        ArchConfig(**ARCH, generator_mask_threshold=1.5)
 
 
 def test_warping_generator_starts_near_the_base_and_its_flow_learns() -> None:

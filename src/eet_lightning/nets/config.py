@@ -56,6 +56,17 @@ class ArchConfig:
     # resolution) and bilinearly upsampled, so that it marks regions rather than single pixels (1: at S,
     # from G's last layer). Not in the paper or GANimation (see configs/synthetic.yaml).
     generator_mask_scale: int = 1
+    # How the mask's logit becomes a value in [0, 1]: "sigmoid" (GANimation) never reaches 0, so G's colour
+    # always leaks a little into every pixel; "relu_tanh" (max(0, tanh(x))) is exactly 0 for x <= 0, so the
+    # base shows unchanged wherever G does not paint.
+    generator_mask_activation: Literal["sigmoid", "relu_tanh"] = "sigmoid"
+    # Dead zones of G's maps: flows shorter than generator_flow_threshold pixels and mask values below
+    # generator_mask_threshold are set to exactly 0 (the base's own pixels), with gradients passed
+    # straight through as if they were not. A sub-pixel flow resamples, and so blurs, the base's fine
+    # texture, and a small mask mixes G's colour into every pixel: both cost accuracy where the
+    # expression does not change (see configs/synthetic.yaml). 0: no dead zone.
+    generator_flow_threshold: float = 0.0
+    generator_mask_threshold: float = 0.0
     # With "warp" / "warp_composite": the flow is computed at S / generator_flow_scale and upsampled.
     generator_flow_scale: int = 4
 
@@ -77,6 +88,15 @@ class ArchConfig:
         outputs = ("image", "composite", "warp", "warp_composite")
         if self.generator_output not in outputs:
             raise ValueError(f"arch.generator_output must be one of {outputs}, got {self.generator_output!r}")
+        if self.generator_mask_activation not in ("sigmoid", "relu_tanh"):
+            raise ValueError(
+                "arch.generator_mask_activation must be 'sigmoid' or 'relu_tanh', "
+                f"got {self.generator_mask_activation!r}"
+            )
+        for name, top in (("generator_flow_threshold", 8.0), ("generator_mask_threshold", 1.0)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < top):
+                raise ValueError(f"arch.{name} must be a number in [0, {top:g}), got {value!r}")
         for name in ("generator_mask_scale", "generator_flow_scale"):
             if getattr(self, name) not in (1, 2, 4, 8):
                 raise ValueError(f"arch.{name} must be 1, 2, 4 or 8, got {getattr(self, name)!r}")

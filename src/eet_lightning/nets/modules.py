@@ -244,7 +244,9 @@ class Generator(nn.Module):
                 mask_logit = F.interpolate(self.to_mask(x), size=(s, s), mode="bilinear", align_corners=False)
             if i == self.flow_after:
                 flow = FLOW_RANGE * torch.tanh(self.to_flow(x))
-                maps["flow"] = F.interpolate(flow, size=(s, s), mode="bilinear", align_corners=False)
+                flow = F.interpolate(flow, size=(s, s), mode="bilinear", align_corners=False)
+                # the threshold in grid units: [-1, 1] spans s pixels
+                maps["flow"] = dead_zone(flow, 2 * self.arch.generator_flow_threshold / s, dim=1)
         if self.warps:
             base = warp(base, maps["flow"])
         if not self.paints:
@@ -252,9 +254,25 @@ class Generator(nn.Module):
         out = self.to_rgb(x)
         if mask_logit is None:
             out, mask_logit = out[:, :3], out[:, 3:]
-        colour, mask = torch.tanh(out), torch.sigmoid(mask_logit)
+        colour = torch.tanh(out)
+        if self.arch.generator_mask_activation == "sigmoid":
+            mask = torch.sigmoid(mask_logit)
+        else:
+            mask = torch.tanh(mask_logit).clamp(min=0)
+        mask = dead_zone(mask, self.arch.generator_mask_threshold)
         maps["mask"] = mask
         return base + mask * (colour - base), maps
+
+
+def dead_zone(x: torch.Tensor, threshold: float, dim: int | None = None) -> torch.Tensor:
+    """``x`` with the entries whose size (the norm along ``dim``, or the absolute value) is below
+    ``threshold`` set to 0 in the forward pass; the gradient passes straight through (as if nothing were
+    zeroed), so that the zeroed entries still learn where to grow. ``threshold`` 0 returns ``x``."""
+    if threshold <= 0:
+        return x
+    size = x.norm(dim=dim, keepdim=True) if dim is not None else x.abs()
+    kept = x * (size >= threshold).to(x.dtype)
+    return x + (kept - x).detach()
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
