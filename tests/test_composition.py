@@ -119,7 +119,7 @@ def test_generator_dead_zones_keep_the_base_where_maps_are_small() -> None:
     assert untouched.any()
     # (bilinear sampling at a pixel's own centre: exact up to the rounding of grid coordinates)
     torch.testing.assert_close(
-        out.permute(1, 0, 2, 3)[:, untouched], base.permute(1, 0, 2, 3)[:, untouched], atol=1e-6, rtol=0
+        out.permute(1, 0, 2, 3)[:, untouched], base.permute(1, 0, 2, 3)[:, untouched], atol=2e-5, rtol=0
     )
     with pytest.raises(ValueError, match="generator_mask_threshold"):
         ArchConfig(**ARCH, generator_mask_threshold=1.5)
