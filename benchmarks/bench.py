@@ -145,7 +145,6 @@ STAGE2_KEYS = (
     "betas",
     "train_au_encoder_on_generated",
     "train_feature_discriminators",
-    "second_round_blur",
 )
 
 

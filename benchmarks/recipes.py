@@ -30,7 +30,7 @@ from eet_lightning.runtime import tune_for_cli  # noqa: E402
 # options switched off (today's recipe: generator_output "image")
 TODAY = {"generator_output": "image", "generator_skip": False}
 RECIPES: dict[str, tuple[dict, dict, dict]] = {
-    "today (G draws the image)": (TODAY, {}, {"second_round_blur": 0.0}),
+    "today (G draws the image)": (TODAY, {}, {}),
     "composite + skip": ({"generator_output": "composite", "generator_skip": True}, {}, {}),
     "warp + skip": ({"generator_output": "warp", "generator_skip": True}, {}, {}),
     "warp_composite + skip": ({"generator_output": "warp_composite", "generator_skip": True}, {}, {}),

@@ -1,7 +1,7 @@
-"""The options that make G edit its input instead of redrawing it: composition with a mask
-(``arch.generator_output: composite``), E's feature of the input inside G (``arch.generator_skip``), the
-mask losses and the blurred second round (``stage2.second_round_blur``); through `eet-fit`, `EETModel`
-and checkpoints written before these options existed."""
+"""The options that make G edit its input instead of redrawing it: composition with a mask, a warp of the
+input and both (``arch.generator_output``: composite, warp, warp_composite, with ``generator_warp_gate``),
+E's feature of the input inside G (``arch.generator_skip``), the mask and flow losses; through `eet-fit`,
+`EETModel` and checkpoints written before these options existed."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from eet_lightning import EETModel
 from eet_lightning import losses as L
 from eet_lightning.cli.fit import main
 from eet_lightning.nets import ArchConfig, FeatureEncoder, Generator
-from eet_lightning.nets.modules import FLOW_RANGE, dead_zone, warp
+from eet_lightning.nets.modules import FLOW_RANGE, warp
 from eet_lightning.stage2 import Stage2Module
-from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
+from stage2_step import stage2_inputs, stage2_step
 
 ARCH = dict(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
 
@@ -87,42 +87,24 @@ def test_warp_moves_pixels_and_a_zero_flow_keeps_them() -> None:
     torch.testing.assert_close(warp(x, flow)[..., :-1], (x[..., 1:] + x[..., :-1]) / 2)
 
 
-def test_dead_zone_zeroes_small_entries_and_passes_gradients_straight_through() -> None:
-    x = torch.tensor([[0.05, -0.2, 0.5], [0.0, 0.09, -0.11]], requires_grad=True)
-    y = dead_zone(x, 0.1)
-    assert torch.equal(y, torch.tensor([[0.0, -0.2, 0.5], [0.0, 0.0, -0.11]]))
-    (y * torch.arange(6.0).view(2, 3)).sum().backward()
-    assert x.grad.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]  # as if nothing were zeroed
-    flow = torch.zeros(1, 2, 2, 2)
-    flow[0, :, 0, 0] = torch.tensor([0.06, 0.08])  # length 0.1: kept
-    flow[0, :, 1, 1] = torch.tensor([0.03, 0.04])  # length 0.05: zeroed as a vector
-    z = dead_zone(flow, 0.1, dim=1)
-    assert torch.equal(z[0, :, 0, 0], flow[0, :, 0, 0]) and torch.equal(z[0, :, 1, 1], torch.zeros(2))
-    assert dead_zone(x, 0.0) is x
-
-
-def test_generator_dead_zones_keep_the_base_where_maps_are_small() -> None:
+def test_gated_warp_keeps_the_base_where_the_gate_is_closed() -> None:
     arch = ArchConfig(
-        **ARCH,
-        generator_output="warp_composite",
-        generator_skip=True,
-        generator_flow_threshold=0.5,
-        generator_mask_threshold=0.2,
+        **ARCH, generator_output="warp_composite", generator_skip=True, generator_warp_gate=True
     )
     g = Generator(arch).eval()
     fr, ff, base, feat = _inputs(arch)
-    out, maps = g.forward_with_maps(fr, ff, base, feat)
-    length = maps["flow"].norm(dim=1)
-    assert torch.all((length == 0) | (length >= 2 * 0.5 / 64 - 1e-7))  # 0.5 px in grid units
-    assert torch.all((maps["mask"] == 0) | (maps["mask"] >= 0.2))
-    untouched = (length == 0) & (maps["mask"][:, 0] == 0)
-    assert untouched.any()
-    # (bilinear sampling at a pixel's own centre: exact up to the rounding of grid coordinates)
-    torch.testing.assert_close(
-        out.permute(1, 0, 2, 3)[:, untouched], base.permute(1, 0, 2, 3)[:, untouched], atol=2e-5, rtol=0
-    )
-    with pytest.raises(ValueError, match="generator_mask_threshold"):
-        ArchConfig(**ARCH, generator_mask_threshold=1.5)
+    with torch.no_grad():
+        g.to_rgb.bias[3] = -1e4  # mask shut: the output is the (gated) moved base
+        g.to_rgb.weight[:, 4].zero_()
+        g.to_rgb.bias[4] = -1e4  # gate shut too: the base itself, however G's flow moves
+        g.to_flow.bias.fill_(0.5)
+        out, maps = g.forward_with_maps(fr, ff, base, feat)
+        assert set(maps) == {"flow", "gate", "mask"} and float(maps["flow"].abs().min()) > 0
+        assert torch.equal(out, base)
+        g.to_rgb.bias[4] = 1e4  # gate open: the warped base
+        out = g(fr, ff, base, feat)
+        flow = g.forward_with_maps(fr, ff, base, feat)[1]["flow"]
+    torch.testing.assert_close(out, warp(base, flow))
 
 
 def test_warping_generator_starts_near_the_base_and_its_flow_learns() -> None:
@@ -175,14 +157,14 @@ def test_mask_losses_known_answers() -> None:
         L.total_variation_loss(torch.zeros(1, 1, 1, 4))
 
 
-def _stage2(blur: float = 0.0, norm: str = "in") -> Stage2Module:
-    arch = dict(ARCH, generator_output="composite", generator_skip=True, translation_norm=norm)
+def _stage2(output: str = "composite") -> Stage2Module:
+    arch = dict(ARCH, generator_output=output, generator_skip=True, generator_warp_gate=True)
     torch.manual_seed(0)
-    return Stage2Module(arch=arch, second_round_blur=blur, train_au_encoder_on_generated=False)
+    return Stage2Module(arch=arch, train_au_encoder_on_generated=False)
 
 
 def test_stage2_step_with_composition_trains_the_mask() -> None:
-    m = _stage2(blur=1.0)
+    m = _stage2()
     losses, gen, disc = stage2_step(m, stage2_inputs())
     assert {"L_mask", "L_mask_tv"} <= losses.keys()
     w = m.weights
@@ -201,7 +183,9 @@ def test_stage2_step_with_composition_trains_the_mask() -> None:
     torch.testing.assert_close(losses["total_g"], expected)
     assert gen["generator.to_rgb.weight"][:, 3].abs().sum() > 0  # the mask channel learns
     r = m._rounds(stage2_inputs()["image"])
-    assert r["mask"].shape == (12, 1, 64, 64)  # swaps, self-reconstructions, cross-cycles of 4 images
+    assert (
+        r["mask"].shape == (12, 1, 64, 64) and "flow" not in r
+    )  # swaps, self-reconstructions, cross-cycles of 4 images
     rows = m.log_images({"a": _side(0), "b": _side(1)})
     assert rows["swap_mask"].shape == (4, 3, 64, 64)
 
@@ -229,33 +213,30 @@ def _side(seed: int) -> dict[str, torch.Tensor]:
     return {"image": x["image"], "aus": x["aus"], "identity": x["identity"], "pose": x["pose"]}
 
 
-def test_blurred_second_round_changes_only_what_reads_the_swaps() -> None:
-    x = stage2_inputs()["image"]
-    sharp, blurred = _stage2(0.0).eval(), _stage2(1.5).eval()
-    with torch.no_grad():
-        r0, r1 = sharp._rounds(x), blurred._rounds(x)
-    torch.testing.assert_close(r0["swapped"], r1["swapped"])
-    torch.testing.assert_close(r0["self_recon"], r1["self_recon"])
-    assert not torch.allclose(r0["au_pred2"], r1["au_pred2"])
-    with pytest.raises(ValueError, match="second_round_blur"):
-        Stage2Module(arch=ARCH, second_round_blur=-1.0)
-
-
-def test_straightforward_and_batched_passes_agree_with_composition() -> None:
+@pytest.mark.parametrize("output", ["composite", "warp_composite"])
+def test_straightforward_and_batched_passes_agree_with_an_editing_generator(output: str) -> None:
+    """The same losses and G's gradients from the per-side passes and the batched ones (the encoders'
+    PReLU slopes see inputs within rounding of their kink, so their gradients are compared in
+    tests/test_equivalence.py on weights drawn away from it)."""
     results = []
     for straightforward in (True, False):
-        m = _stage2(blur=1.0).eval()
+        m = _stage2(output).eval()
         m.straightforward = straightforward
         results.append(stage2_step(m, stage2_inputs()))
-    assert_stage2_results_close(results[1], results[0])
+    (l0, g0, _), (l1, g1, _) = results
+    assert {"L_mask", "L_mask_tv"} <= l0.keys()
+    for key in l0:
+        torch.testing.assert_close(l1[key], l0[key], atol=1e-4, rtol=1e-4)
+    for key in (k for k in g0 if k.startswith("generator.") and not k.endswith("bias")):
+        assert float((g1[key] - g0[key]).norm()) <= 1e-2 * float(g0[key].norm()) + 1e-6, key
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [
-        ["--model.arch.generator_output", "composite", "--stage2.second_round_blur", "1.0"],
-        ["--model.arch.generator_output", "warp_composite", "--model.arch.generator_mask_scale", "2"],
+        ["--model.arch.generator_output", "composite"],
+        ["--model.arch.generator_output", "warp_composite", "--model.arch.generator_warp_gate", "true"],
         ["--model.arch.generator_output", "warp"],
     ],
     ids=["composite", "warp_composite", "warp"],
@@ -284,7 +265,8 @@ def test_fit_with_an_editing_generator_and_the_model_it_writes(
     with pytest.raises(ValueError, match="pass base="):
         fused.decode(fr[2:], ff[:2])
     maps_a, maps_b = fused.transfer_maps(a, b)
-    assert set(maps_a) == {"composite": {"mask"}, "warp_composite": {"mask", "flow"}, "warp": {"flow"}}[mode]
+    expected = {"composite": {"mask"}, "warp_composite": {"mask", "flow", "gate"}, "warp": {"flow"}}
+    assert set(maps_a) == expected[mode]
     if "flow" in maps_a:
         assert maps_a["flow"].shape == (2, 2, 64, 64) and float(maps_a["flow"].abs().max()) <= FLOW_RANGE
     if mode == "composite":
@@ -305,11 +287,10 @@ def test_models_without_a_composing_generator_refuse_masks_and_old_checkpoints_l
     """A checkpoint written before these options existed (no generator_output, generator_skip, lambda_mask
     in its hyper-parameters) loads as the image-drawing G of Table I and swaps as before."""
     ckpt = torch.load(tiny_run / "stage2" / "last.ckpt", map_location="cpu", weights_only=False)
-    for key in ("generator_output", "generator_skip", "generator_mask_scale", "generator_flow_scale"):
+    for key in ("generator_output", "generator_skip", "generator_warp_gate", "generator_flow_scale"):
         ckpt["hyper_parameters"]["arch"].pop(key)
-    for key in ("lambda_mask", "lambda_mask_tv"):
+    for key in ("lambda_mask", "lambda_mask_tv", "lambda_flow"):
         ckpt["hyper_parameters"]["loss_weights"].pop(key)
-    ckpt["hyper_parameters"].pop("second_round_blur")
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
     then, now = (

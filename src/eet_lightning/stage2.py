@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.transforms.functional import gaussian_blur
 
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
@@ -74,12 +72,6 @@ class Stage2Module(EETBase):
         # The paper freezes Du and Dd after stage 1; True keeps them learning in the discriminator step,
         # so that Ef and Er keep facing a real adversary as their features move (see synthetic.yaml).
         train_feature_discriminators: bool = False,
-        # Gaussian blur (sigma in pixels; 0: none) of the swapped images before the second round reads
-        # them (Er's AU reading for L_u, C's for L_c, the cross-cycle's features). Not in the paper: the
-        # gradient that reaches G through the frozen readers is low-passed with it, so G is rewarded for
-        # changes that survive a blur (a mouth that opens) and not for pixel speckle that the readers
-        # happen to read as the source's AUs (see configs/synthetic.yaml).
-        second_round_blur: float = 0.0,
     ) -> None:
         super().__init__(arch, aus, au_weights, variant, loss_weights, channels_last)
         self.save_hyperparameters()
@@ -88,10 +80,6 @@ class Stage2Module(EETBase):
         for name, lr in (("lr_generator", lr_generator), ("lr_discriminator", lr_discriminator)):
             if lr <= 0:
                 raise ValueError(f"stage2.{name} must be positive, got {lr}")
-        if not (isinstance(second_round_blur, (int, float)) and 0 <= second_round_blur <= 8):
-            raise ValueError(
-                f"stage2.second_round_blur must be a number in [0, 8], got {second_round_blur!r}"
-            )
         self.generator = Generator(self.arch)  # G
         if self.flags["swap_consistency"]:
             self.swap_discriminator = ImageDiscriminator(self.arch)  # Dsc
@@ -179,9 +167,6 @@ class Stage2Module(EETBase):
             with torch.no_grad():  # E is frozen and the real images need no gradient
                 feature = self.encoder(images)
         else:  # E of the generated image, as eq. 7 needs: gradients reach G through it
-            sigma = float(self.hparams.get("second_round_blur", 0.0))
-            if sigma > 0:
-                images = gaussian_blur(images, 2 * math.ceil(3 * sigma) + 1, sigma)
             feature = self.encoder(images)
         au_free = self.au_free_encoder(feature)
         if first_round or self.hparams.train_au_encoder_on_generated or not torch.is_grad_enabled():
@@ -315,6 +300,10 @@ class Stage2Module(EETBase):
             out["L_mask"] = L.mask_size_loss(r["mask"])
             out["L_mask_tv"] = L.total_variation_loss(r["mask"])
             total = total + w.lambda_mask * out["L_mask"] + w.lambda_mask_tv * out["L_mask_tv"]
+        if "gate" in r:  # the gate of a warping G: as small and smooth as its mask
+            out["L_gate"] = L.mask_size_loss(r["gate"])
+            out["L_gate_tv"] = L.total_variation_loss(r["gate"])
+            total = total + w.lambda_mask * out["L_gate"] + w.lambda_mask_tv * out["L_gate_tv"]
         if "flow" in r:  # a warping G: moves as little of the image as it can
             out["L_flow"] = L.flow_size_loss(r["flow"])
             total = total + w.lambda_flow * out["L_flow"]

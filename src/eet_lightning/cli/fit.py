@@ -67,7 +67,6 @@ class Stage2Options(StageSchedule):
     betas: tuple[float, float] = (0.5, 0.9)
     train_au_encoder_on_generated: bool = True
     train_feature_discriminators: bool = False
-    second_round_blur: float = 0.0  # Gaussian sigma (pixels) on the swaps before the second round reads them
     stage1_ckpt: str | None = None  # default: <run_dir>/stage1/last.ckpt
 
 
@@ -295,7 +294,6 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             betas=tuple(s2.betas),
             train_au_encoder_on_generated=s2.train_au_encoder_on_generated,
             train_feature_discriminators=s2.train_feature_discriminators,
-            second_round_blur=s2.second_round_blur,
         )
         grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
         trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids])

@@ -52,21 +52,10 @@ class ArchConfig:
     # the AU-free path at S/4 instead of 4x4 alone, so G knows where the base's mouth, eyes and brows
     # are. Needs a base image, like "composite". Not in the paper (see configs/synthetic.yaml).
     generator_skip: bool = False
-    # With "composite": the mask is computed at S / generator_mask_scale (from G's activations at that
-    # resolution) and bilinearly upsampled, so that it marks regions rather than single pixels (1: at S,
-    # from G's last layer). Not in the paper or GANimation (see configs/synthetic.yaml).
-    generator_mask_scale: int = 1
-    # How the mask's logit becomes a value in [0, 1]: "sigmoid" (GANimation) never reaches 0, so G's colour
-    # always leaks a little into every pixel; "relu_tanh" (max(0, tanh(x))) is exactly 0 for x <= 0, so the
-    # base shows unchanged wherever G does not paint.
-    generator_mask_activation: Literal["sigmoid", "relu_tanh"] = "sigmoid"
-    # Dead zones of G's maps: flows shorter than generator_flow_threshold pixels and mask values below
-    # generator_mask_threshold are set to exactly 0 (the base's own pixels), with gradients passed
-    # straight through as if they were not. A sub-pixel flow resamples, and so blurs, the base's fine
-    # texture, and a small mask mixes G's colour into every pixel: both cost accuracy where the
-    # expression does not change (see configs/synthetic.yaml). 0: no dead zone.
-    generator_flow_threshold: float = 0.0
-    generator_mask_threshold: float = 0.0
+    # With "warp_composite": a second mask (the gate) limits the warp too, ``base + gate * (warp(base) -
+    # base)``, regularized like the mask, so that the image stays in place where the expression does not
+    # move it (a flow of a tenth of a pixel already resamples, and so blurs, fine texture).
+    generator_warp_gate: bool = False
     # With "warp" / "warp_composite": the flow is computed at S / generator_flow_scale and upsampled.
     generator_flow_scale: int = 4
 
@@ -88,18 +77,14 @@ class ArchConfig:
         outputs = ("image", "composite", "warp", "warp_composite")
         if self.generator_output not in outputs:
             raise ValueError(f"arch.generator_output must be one of {outputs}, got {self.generator_output!r}")
-        if self.generator_mask_activation not in ("sigmoid", "relu_tanh"):
+        if self.generator_flow_scale not in (1, 2, 4, 8):
             raise ValueError(
-                "arch.generator_mask_activation must be 'sigmoid' or 'relu_tanh', "
-                f"got {self.generator_mask_activation!r}"
+                f"arch.generator_flow_scale must be 1, 2, 4 or 8, got {self.generator_flow_scale!r}"
             )
-        for name, top in (("generator_flow_threshold", 8.0), ("generator_mask_threshold", 1.0)):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value < top):
-                raise ValueError(f"arch.{name} must be a number in [0, {top:g}), got {value!r}")
-        for name in ("generator_mask_scale", "generator_flow_scale"):
-            if getattr(self, name) not in (1, 2, 4, 8):
-                raise ValueError(f"arch.{name} must be 1, 2, 4 or 8, got {getattr(self, name)!r}")
+        if not isinstance(self.generator_warp_gate, bool):
+            raise ValueError(
+                f"arch.generator_warp_gate must be true or false, got {self.generator_warp_gate!r}"
+            )
         if not isinstance(self.generator_skip, bool):
             raise ValueError(f"arch.generator_skip must be true or false, got {self.generator_skip!r}")
         for name in ("num_aus", "max_intensity", "num_identities", "num_poses", "min_channels"):

@@ -152,11 +152,12 @@ class Generator(nn.Module):
     - ``image`` (Table I): the colour image through tanh, drawn from the two features alone;
     - ``composite``: colour and a mask, ``mask * colour + (1 - mask) * base``;
     - ``warp``: a flow field that moves the base's pixels, ``warp(base, flow)``;
-    - ``warp_composite``: both, ``mask * colour + (1 - mask) * warp(base, flow)``.
+    - ``warp_composite``: both, ``mask * colour + (1 - mask) * moved``, where ``moved`` is
+      ``warp(base, flow)``, or with ``arch.generator_warp_gate`` ``base + gate * (warp(base, flow) - base)``.
 
-    The mask and the flow are computed at S / ``arch.generator_mask_scale`` and S /
-    ``arch.generator_flow_scale`` from G's activations there and bilinearly upsampled. With
-    ``arch.generator_skip`` E's feature of the base image [B, C_E, S/4, S/4] joins G's activations at S/4.
+    The flow is computed at S / ``arch.generator_flow_scale`` from G's activations there and bilinearly
+    upsampled. With ``arch.generator_skip`` E's feature of the base image [B, C_E, S/4, S/4] joins G's
+    activations at S/4.
     """
 
     def __init__(self, arch: ArchConfig) -> None:
@@ -166,6 +167,7 @@ class Generator(nn.Module):
         mode = arch.generator_output
         self.paints = mode in ("composite", "warp_composite")  # colour + mask
         self.warps = mode in ("warp", "warp_composite")  # flow
+        self.gated = mode == "warp_composite" and arch.generator_warp_gate
         levels = GENERATOR_LEVELS[: len(GENERATOR_LEVELS) - arch.dropped_levels]
         sn = arch.spectral_norm and arch.generator_spectral_norm
 
@@ -173,7 +175,6 @@ class Generator(nn.Module):
             return len(levels) - 1 - int(math.log2(scale))
 
         self.skip_after = level_at(4) if arch.generator_skip else None
-        self.mask_after = level_at(arch.generator_mask_scale) if self.paints else None
         self.flow_after = level_at(arch.generator_flow_scale) if self.warps else None
         # a G that only warps needs no level above its flow's resolution
         depth = self.flow_after + 1 if mode == "warp" else len(levels)
@@ -186,8 +187,6 @@ class Generator(nn.Module):
         for i, out in enumerate(levels[:depth]):
             blocks.append(UpResBlock(in_ch, arch.ch(out), sn=sn, norm=arch.translation_norm))
             in_ch = arch.ch(out) + (arch.feature_channels if i == self.skip_after else 0)
-            if i == self.mask_after and i < len(levels) - 1:
-                self.to_mask = deconv(in_ch, 1, 1, 1, 0, 0, sn)
             if i == self.flow_after:
                 # no spectral norm on this head: it would fix the weight's scale, and G starts from
                 # (almost) the unmoved base with a small one
@@ -196,9 +195,8 @@ class Generator(nn.Module):
                     self.to_flow.bias.zero_()
                     self.to_flow.weight.mul_(0.01)
         self.blocks = nn.Sequential(*blocks)
-        if mode != "warp":
-            mask_in_last = self.paints and self.mask_after == len(levels) - 1
-            self.to_rgb = deconv(in_ch, 4 if mask_in_last else 3, 1, 1, 0, 0, sn)
+        if mode != "warp":  # colour, then the mask and the gate where G has them
+            self.to_rgb = deconv(in_ch, 3 + int(self.paints) + int(self.gated), 1, 1, 0, 0, sn)
 
     def forward(
         self,
@@ -219,7 +217,8 @@ class Generator(nn.Module):
         base_feature: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(image [B, 3, S, S], maps): ``mask`` [B, 1, S, S] in [0, 1] (1: G's colour) when G paints,
-        ``flow`` [B, 2, S, S] (x, y displacements in grid_sample's [-1, 1] units) when it warps."""
+        ``flow`` [B, 2, S, S] (x, y displacements in grid_sample's [-1, 1] units) when it warps, ``gate``
+        [B, 1, S, S] in [0, 1] (1: the warped base) when the warp is gated."""
         check_shape(au_related, self.feat_channels, 4, "Generator (G) AU-related input f_r")
         check_shape(au_free, self.feat_channels, 4, "Generator (G) AU-free input f_f")
         s = self.arch.image_size
@@ -235,44 +234,25 @@ class Generator(nn.Module):
             check_shape(base_feature, self.arch.feature_channels, self.arch.feature_size, "G's base feature")
         x = torch.cat([au_related, au_free], dim=1)
         maps: dict[str, torch.Tensor] = {}
-        mask_logit = None
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i == self.skip_after:
                 x = torch.cat([x, base_feature.to(x.dtype)], dim=1)
-            if i == self.mask_after and hasattr(self, "to_mask"):
-                mask_logit = F.interpolate(self.to_mask(x), size=(s, s), mode="bilinear", align_corners=False)
             if i == self.flow_after:
                 flow = FLOW_RANGE * torch.tanh(self.to_flow(x))
-                flow = F.interpolate(flow, size=(s, s), mode="bilinear", align_corners=False)
-                # the threshold in grid units: [-1, 1] spans s pixels
-                maps["flow"] = dead_zone(flow, 2 * self.arch.generator_flow_threshold / s, dim=1)
-        if self.warps:
-            base = warp(base, maps["flow"])
+                maps["flow"] = F.interpolate(flow, size=(s, s), mode="bilinear", align_corners=False)
         if not self.paints:
-            return (torch.tanh(self.to_rgb(x)) if not self.warps else base), maps
+            return (warp(base, maps["flow"]) if self.warps else torch.tanh(self.to_rgb(x))), maps
         out = self.to_rgb(x)
-        if mask_logit is None:
-            out, mask_logit = out[:, :3], out[:, 3:]
-        colour = torch.tanh(out)
-        if self.arch.generator_mask_activation == "sigmoid":
-            mask = torch.sigmoid(mask_logit)
-        else:
-            mask = torch.tanh(mask_logit).clamp(min=0)
-        mask = dead_zone(mask, self.arch.generator_mask_threshold)
+        if self.warps:
+            moved = warp(base, maps["flow"])
+            if self.gated:
+                maps["gate"] = torch.sigmoid(out[:, 4:5])
+                moved = base + maps["gate"] * (moved - base)
+            base = moved
+        colour, mask = torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:4])
         maps["mask"] = mask
         return base + mask * (colour - base), maps
-
-
-def dead_zone(x: torch.Tensor, threshold: float, dim: int | None = None) -> torch.Tensor:
-    """``x`` with the entries whose size (the norm along ``dim``, or the absolute value) is below
-    ``threshold`` set to 0 in the forward pass; the gradient passes straight through (as if nothing were
-    zeroed), so that the zeroed entries still learn where to grow. ``threshold`` 0 returns ``x``."""
-    if threshold <= 0:
-        return x
-    size = x.norm(dim=dim, keepdim=True) if dim is not None else x.abs()
-    kept = x * (size >= threshold).to(x.dtype)
-    return x + (kept - x).detach()
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
