@@ -32,3 +32,18 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path) -> Pat
     run_dir = tmp_path_factory.mktemp("tiny_run")
     assert main(["--config", str(tiny_config), "--run_dir", str(run_dir)]) == 0
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_edit_run(tmp_path_factory: pytest.TempPathFactory, tiny_config: Path, tiny_run: Path) -> Path:
+    """Stage 2 of the tiny config with a G that edits its input as the quick start's does (a gated warp
+    and a mask over it, E's feature of the input inside G), from the tiny run's stage 1."""
+    from eet_lightning.cli.fit import main
+
+    run_dir = tmp_path_factory.mktemp("tiny_edit_run")
+    args = ["--config", str(tiny_config), "--run_dir", str(run_dir), "--stage", "2"]
+    args += ["--stage2.stage1_ckpt", str(tiny_run / "stage1" / "last.ckpt")]
+    args += ["--model.arch.generator_output", "warp_composite", "--model.arch.generator_warp_gate", "true"]
+    args += ["--model.arch.generator_skip", "true", "--model.loss_weights.lambda_flow", "10"]
+    assert main(args) == 0
+    return run_dir

@@ -143,3 +143,24 @@ def test_ablation_command_on_a_tiny_budget(tiny_config: Path, tmp_path: Path, ca
         tmp_path / "scorers" / "au.ckpt"
     ).is_file()
     assert "Command: `python scripts/ablation.py" in (tmp_path / "ablation.md").read_text()
+
+
+def test_eet_evaluate_scores_a_model_whose_g_edits_its_input(tiny_edit_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "edit"
+    rc = main(
+        [
+            "--ckpt", str(tiny_edit_run / "stage2" / "last.ckpt"),
+            "--config", str(tiny_edit_run / "config.yaml"),
+            "--out", str(out),
+            "--pairs", "4",
+            "--train-scorers", "--scorer-epochs", "1",
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    gt = res["groundtruth"]
+    assert 0 < gt["au_region_l1"]["swapped"] < 1 and 0 < gt["whole_l1"]["swapped"] < 1
+    # the edit keeps the target where nothing changes: far closer to it than to the other person
+    assert gt["whole_l1"]["swapped"] < gt["whole_l1"]["source"]
+    assert set(res["expression"]["methods"]) == {"eet", "unchanged_target"}

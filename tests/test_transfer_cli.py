@@ -356,3 +356,23 @@ def test_argument_errors_are_one_line(ckpt: Path, media, tmp_path: Path, capsys)
     assert "one or two values" in capsys.readouterr().err
     assert main([*args, str(media["camera"]), "--device", "nonsense"]) == 2
     assert "--device nonsense: not a torch device" in capsys.readouterr().err
+
+
+def test_a_model_whose_g_edits_its_input_transfers_photos(
+    tiny_edit_run: Path, media, aligner, tmp_path
+) -> None:
+    """eet-transfer with the quick start's kind of G (it warps and paints over the target): the crops it
+    writes are the model's transfer of the aligned faces, and the whole photo changes only in the face."""
+    ckpt = tiny_edit_run / "stage2" / "last.ckpt"
+    model = EETModel.load_from_checkpoint(ckpt)
+    assert model.needs_base
+    cam, astro = aligner.align(_rgb(media["camera"])).crop, aligner.align(_rgb(media["astronaut"])).crop
+    out = tmp_path / "crops"
+    args = ["--ckpt", ckpt, "--source", media["astronaut"], "--target", media["camera"], "--out", out]
+    assert _run(*args, "--crop-only") == 0
+    expected, _ = model.transfer(cam, astro)
+    got = _rgb(out / "camera_with_astronaut.png")
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    assert _run(*args[:-1], tmp_path / "photos") == 0
+    photo = _rgb(tmp_path / "photos" / "camera_with_astronaut.png")
+    assert photo.shape == _rgb(media["camera"]).shape
