@@ -19,7 +19,13 @@ NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 FIGURE_SCRIPT = ROOT / "scripts" / "transfer_figure.py"
 
 
-def test_quickstart_notebook_runs(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("run", ["tiny_run", "tiny_edit_run"])
+def test_quickstart_notebook_runs(
+    run: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notebook on a G that draws the whole image (Table I) and on one that edits its input (the
+    quick start's)."""
+    tiny_run = request.getfixturevalue(run)
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
