@@ -28,13 +28,16 @@ from eet_lightning.runtime import tune_for_cli  # noqa: E402
 
 # name -> (arch options, loss weights, stage-2 options) on top of configs/synthetic.yaml with the editing
 # options switched off (today's recipe: generator_output "image")
-TODAY = {"generator_output": "image", "generator_skip": False}
+TODAY = {"generator_output": "image", "generator_skip": False, "generator_warp_gate": False}
 RECIPES: dict[str, tuple[dict, dict, dict]] = {
-    "today (G draws the image)": (TODAY, {}, {}),
-    "composite + skip": ({"generator_output": "composite", "generator_skip": True}, {}, {}),
-    "warp + skip": ({"generator_output": "warp", "generator_skip": True}, {}, {}),
-    "warp_composite + skip": ({"generator_output": "warp_composite", "generator_skip": True}, {}, {}),
-    "configs/synthetic.yaml as committed": ({}, {}, {}),
+    "today (G draws the image: Table I)": (TODAY, {}, {}),
+    "composite + skip (run A)": (
+        {"generator_output": "composite", "generator_skip": True, "generator_warp_gate": False},
+        {},
+        {},
+    ),
+    "warp_composite + skip (run G)": ({"generator_warp_gate": False}, {}, {}),
+    "+ warp gate: configs/synthetic.yaml": ({}, {}, {}),
 }
 
 

@@ -162,3 +162,19 @@ def test_epoch_cost_from_the_stage2_step() -> None:
 def test_bench_rejects_bad_arguments(argv: list[str], message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         _load_bench().main(argv)
+
+
+@pytest.mark.slow
+def test_recipes_benchmark_times_every_recipe(tmp_path: Path) -> None:
+    """benchmarks/recipes.py: every generator recipe's stage-2 step built and timed side by side."""
+    out = tmp_path / "recipes.json"
+    script = BENCH.parent / "recipes.py"
+    cmd = [sys.executable, str(script), "--rounds", "1", "--calls", "1", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4 and rows[0]["ratio"] == 1.0
+    assert all(r["seconds"] > 0 and math.isclose(r["steps_per_s"], 1 / r["seconds"]) for r in rows)
+    assert "configs/synthetic.yaml" in done.stdout
+    bad = subprocess.run([sys.executable, str(script), "--rounds", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--rounds" in bad.stderr
