@@ -30,7 +30,7 @@ format: ## apply ruff's formatting and fixes
 	$(BIN)/ruff format src tests scripts benchmarks
 	$(BIN)/ruff check --fix src tests scripts benchmarks
 
-quickstart: ## train EET on the built-in synthetic faces (CPU, ~13 min), then score it against ground truth
+quickstart: ## train EET on the built-in synthetic faces (CPU, ~8 min), then score it against ground truth
 	$(BIN)/eet-fit --config configs/synthetic.yaml --run_dir runs/synthetic --resume true
 	$(BIN)/python scripts/score_synthetic.py --ckpt runs/synthetic/stage2/last.ckpt --config runs/synthetic/config.yaml --out runs/synthetic/score.json
 
