@@ -13,6 +13,7 @@ from torch import nn
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
+from eet_lightning.checkpoint_io import load_checkpoint
 from eet_lightning.nets import ArchConfig, Generator, ImageDiscriminator
 from eet_lightning.nets.modules import FLOW_RANGE
 
@@ -32,14 +33,9 @@ FROZEN_PARTS = ("encoder", "attribute_classifier", "au_discriminator", "identity
 
 
 def read_checkpoint(path: str | Path, expected_stage: int, what: str) -> dict[str, Any]:
-    """Load a Lightning checkpoint written by this library and check which stage wrote it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: no such checkpoint file: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{what}: {path} is not a readable PyTorch checkpoint ({err})") from err
+    """Load a Lightning checkpoint written by this library (safely: `load_checkpoint`) and check which
+    stage wrote it."""
+    ckpt = load_checkpoint(path, what)  # tensors and plain values only: nothing in the file runs
     stage = ckpt.get("eet_stage") if isinstance(ckpt, dict) else None
     if stage != expected_stage:
         found = f"a stage-{stage} checkpoint" if stage else "not an eet-lightning checkpoint"

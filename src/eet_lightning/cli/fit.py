@@ -27,7 +27,7 @@ from eet_lightning.datamodules.base import EETDataModule  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
 from eet_lightning.runtime import tune_for_cli  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
-from eet_lightning.stage2 import Stage2Module  # noqa: E402
+from eet_lightning.stage2 import Stage2Module, read_checkpoint  # noqa: E402
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -188,6 +188,9 @@ def _resume_path(run_dir: Path, stage: str, resume: bool) -> str | None:
                 f"{run_dir / stage} already holds checkpoints; pass --resume true to continue that run "
                 f"or choose another --run_dir"
             )
+        # read it here first (tensors and plain values only, the right stage): a refused or foreign file
+        # is one message before anything runs; Lightning then restores it with weights_only=True as well
+        read_checkpoint(last, int(stage[-1]), f"--resume true ({stage})")
         return str(last)
     return None
 
@@ -280,7 +283,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             detach_discriminator_inputs=s1.detach_discriminator_inputs,
         )
         trainer1 = _trainer(cfg, s1, run_dir, "stage1", [])
-        trainer1.fit(module1, datamodule=data, ckpt_path=resume1)
+        trainer1.fit(module1, datamodule=data, ckpt_path=resume1, weights_only=True)
         written["stage1"] = run_dir / "stage1" / "last.ckpt"
 
     if "2" in stages:
@@ -297,7 +300,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
         )
         grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
         trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids])
-        trainer2.fit(module2, datamodule=data, ckpt_path=resume2)
+        trainer2.fit(module2, datamodule=data, ckpt_path=resume2, weights_only=True)
         written["stage2"] = run_dir / "stage2" / "last.ckpt"
         if trainer2.is_global_zero:
             written["grid"] = write_test_grid(module2, data, run_dir / "test_grid.png", cfg.grid_pairs)

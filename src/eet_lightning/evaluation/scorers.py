@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eet_lightning.checkpoint_io import load_checkpoint
 from eet_lightning.metrics import ICC31, AUIntensityMSE
 
 SCORER_KINDS = ("au", "gaze", "identity")
@@ -297,12 +298,10 @@ def load_scorer(path: str | Path, kind: str, map_location: str | torch.device = 
     """Load a scorer checkpoint written by `train_scorer`, checking that it is of ``kind``."""
     path = Path(path)
     what = {"au": "AU estimator", "gaze": "gaze classifier", "identity": "identity model"}[kind]
-    if not path.is_file():
-        raise ScorerError(f"{what}: no such checkpoint file: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ScorerError(f"{what}: {path} is not a readable PyTorch checkpoint ({err})") from err
+    try:  # tensors and plain values only: nothing in the file runs
+        ckpt = load_checkpoint(path, what)
+    except (OSError, ValueError) as err:
+        raise ScorerError(str(err)) from None
     found = ckpt.get("eet_scorer") if isinstance(ckpt, dict) else None
     if found != kind:
         other = (
