@@ -38,7 +38,9 @@ def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(BENCH), "--quick", "--threads", "1", "--configs", "tiny", "--device", "cpu"]
-    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    # no time limit: a slow or busy machine makes this slower, not wrong (a subprocess, because the
+    # benchmark sets process-wide allocator and thread settings)
+    proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "fp32 matmul" in proc.stdout and "stage2" in proc.stdout
     return json.loads(out.read_text())
