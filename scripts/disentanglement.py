@@ -19,9 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from eet_lightning import EETModel
-from eet_lightning.datamodules import SyntheticDataModule
 from eet_lightning.evaluation.disentanglement import format_report, score_disentanglement
+from eet_lightning.evaluation.synthetic import load_synthetic_run
 
 MIN_FACES = 8
 
@@ -64,22 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         ridge = None if args.ridge == "cv" else _positive_float(args.ridge, "--ridge")
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        cfg = yaml.safe_load(Path(args.config).read_text())
-        data_cfg = cfg.get("data") if isinstance(cfg, dict) else None
-        if not isinstance(data_cfg, dict) or not str(data_cfg.get("class_path", "")).endswith(
-            "SyntheticDataModule"
-        ):
-            raise ValueError(
-                f"{args.config} does not train on the synthetic faces (data: SyntheticDataModule)"
-            )
-        init = dict(data_cfg.get("init_args") or {})
-        init["cache_dir"] = None
-        data = SyntheticDataModule(**init)
-        model = EETModel.load_from_checkpoint(args.ckpt)
-        if model.arch.image_size != data.image_size:
-            raise ValueError(
-                f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
-            )
+        model, data = load_synthetic_run(args.ckpt, args.config)
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
         print(f"disentanglement: error: {err}", file=sys.stderr)
         return 2

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from eet_lightning import EETModel
-from eet_lightning.datamodules import SyntheticDataModule
-from eet_lightning.evaluation.synthetic import format_report, score_transfer
+from eet_lightning.evaluation.synthetic import format_report, load_synthetic_run, score_transfer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,19 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
     try:
-        cfg = yaml.safe_load(Path(args.config).read_text())
-        data_cfg = cfg["data"]
-        if not str(data_cfg.get("class_path", "")).endswith("SyntheticDataModule"):
-            raise ValueError(f"{args.config} does not train on the synthetic faces")
-        init = dict(data_cfg.get("init_args", {}))
-        init["cache_dir"] = None
-        data = SyntheticDataModule(**init)
-        model = EETModel.load_from_checkpoint(args.ckpt)
-        if model.arch.image_size != data.image_size:
-            raise ValueError(
-                f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
-            )
-    except (OSError, ValueError, KeyError, yaml.YAMLError) as err:
+        model, data = load_synthetic_run(args.ckpt, args.config)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
         print(f"score_synthetic: error: {err}", file=sys.stderr)
         return 2
     pairs = data.held_out_pairs(args.pairs, seed=args.seed)

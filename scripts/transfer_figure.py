@@ -23,8 +23,8 @@ import yaml
 from PIL import Image, ImageDraw
 
 from eet_lightning import DISFA_AUS, EETModel
-from eet_lightning.datamodules import SyntheticDataModule
 from eet_lightning.datamodules.synthetic import render_records
+from eet_lightning.evaluation.synthetic import load_synthetic_run
 from eet_lightning.nets.modules import FLOW_RANGE
 
 DIFF_GAIN = 4  # differences between generated images are small; shown four times brighter
@@ -101,16 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.pairs < 1 or args.steps < 2 or args.scale < 1:
             raise ValueError("--pairs and --scale must be at least 1, --steps at least 2")
-        cfg = yaml.safe_load(Path(args.config).read_text())
-        data_cfg = cfg["data"]
-        if not str(data_cfg.get("class_path", "")).endswith("SyntheticDataModule"):
-            raise ValueError(f"{args.config} does not train on the synthetic faces")
-        data = SyntheticDataModule(**dict(data_cfg.get("init_args", {}), cache_dir=None))
-        model = EETModel.load_from_checkpoint(args.ckpt)
-        if model.arch.image_size != data.image_size:
-            raise ValueError(
-                f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
-            )
+        model, data = load_synthetic_run(args.ckpt, args.config)
         mouth = [au for au in MOUTH_AUS if au in model.aus]
         if not mouth:
             raise ValueError(f"the model has none of the mouth AUs {list(MOUTH_AUS)} (its AUs: {model.aus})")

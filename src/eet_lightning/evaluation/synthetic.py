@@ -16,10 +16,12 @@ A transfer that works beats ``target_self`` in the AU region (it moved the expre
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from eet_lightning.evaluation.protocols import FaceSet
@@ -203,3 +205,24 @@ def synthetic_faces(
     truth = np.stack([held["truth_a"], held["truth_b"]], 1).reshape(-1, *shape)
     aus_only = np.stack([held["aus_only_a"], held["aus_only_b"]], 1).reshape(-1, *shape)
     return faces, pairs, {"images": images, "truth": truth, "aus_only": aus_only}
+
+
+def load_synthetic_run(ckpt: str | Path, config: str | Path) -> tuple[EETModel, Any]:
+    """(the stage-2 model of ``ckpt``, the `SyntheticDataModule` of the run's ``config``) for the scripts
+    that score a quick-start model against ground truth. ValueError when the config does not train on the
+    synthetic faces or its image size is not the checkpoint's; the loaders' own errors otherwise."""
+    from eet_lightning.datamodules import SyntheticDataModule  # the data side, only for these scripts
+
+    cfg = yaml.safe_load(Path(config).read_text())
+    data_cfg = cfg.get("data") if isinstance(cfg, dict) else None
+    if not isinstance(data_cfg, dict) or not str(data_cfg.get("class_path", "")).endswith(
+        "SyntheticDataModule"
+    ):
+        raise ValueError(f"{config} does not train on the synthetic faces (data: SyntheticDataModule)")
+    data = SyntheticDataModule(**dict(data_cfg.get("init_args") or {}, cache_dir=None))
+    model = EETModel.load_from_checkpoint(ckpt)
+    if model.arch.image_size != data.image_size:
+        raise ValueError(
+            f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
+        )
+    return model, data
