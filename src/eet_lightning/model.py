@@ -110,7 +110,7 @@ class EETModel(nn.Module):
         Call it on a fused model whose weights will not change. The first `transfer` of each batch shape
         compiles (5-20 s on a 2-core CPU; it needs the C++ compiler inductor uses); after that, on this
         CPU, 16 pairs at the quick-start size took 42 ms against 58 ms fused, and one pair at 256 px 281 ms
-        against 329 ms (see README, Speed). The same outputs up to float rounding. Returns ``self``."""
+        against 329 ms (see docs/speed.md). The same outputs up to float rounding. Returns ``self``."""
         if self.training:
             raise ValueError("compile_for_inference needs a model in eval mode (call .eval() first)")
         for layer in self.modules():  # inductor's freezing prepacks the weights itself
