@@ -474,3 +474,30 @@ def test_openface_single_csv_with_file_names(tmp_path: Path) -> None:
     no_names.write_text("\n".join(",".join(r[1:]) for r in [header, *rows]) + "\n")
     with pytest.raises(OpenFaceError, match="file-name column"):
         OpenFaceLabels(no_names, [1, 12])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "needle"),
+    [
+        (0, "../../outside.jpg", "is outside --root"),
+        (0, "/etc/hostname", "is outside --root"),
+        (1, "../../../x", "is not a plain name"),
+        (1, "..", "is not a plain name"),
+    ],
+)
+def test_folder_paths_stay_inside_root_and_out(
+    raw: Path, tmp_path: Path, capsys, column: int, value: str, needle: str
+) -> None:
+    """A labels row cannot read an image outside --root (its path) or write a crop outside --out (its
+    subject names the crop's folder); one message names the row, nothing is written."""
+    base = _copy(raw, tmp_path, "folder")
+    labels = base / "folder" / "labels.csv"
+    (tmp_path / "outside.jpg").write_bytes((base / "folder" / "eve" / "eve_1.jpg").read_bytes())
+    lines = labels.read_text().splitlines()
+    header = lines[0].split(",")
+    assert header[:2] == ["path", "subject"], header
+    cells = lines[2].split(",")
+    cells[column] = value
+    labels.write_text("\n".join([*lines[:2], ",".join(cells), *lines[3:]]) + "\n")
+    _fails(_args("folder", base, tmp_path / "out"), tmp_path / "out", capsys, str(labels), "line 3", needle)
+    assert not list(tmp_path.glob("x*")) and not (tmp_path.parent / "x").exists()

@@ -74,6 +74,10 @@ def read(opts: Options) -> list[Source]:
             raise PrepareError(f"{labels}, line {line}: {len(row)} fields, the header has {len(header)}")
         rel = row[col["path"]].strip()
         path = root / rel
+        if Path(rel).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+            raise PrepareError(
+                f"{labels}, line {line}: path {rel!r} is outside --root {root} (paths are relative to it)"
+            )
         if not path.is_file():
             raise PrepareError(f"{labels}, line {line}: image {path} not found")
         if rel in seen:
@@ -88,6 +92,11 @@ def read(opts: Options) -> list[Source]:
         subject = row[col["subject"]].strip()
         if not subject:
             raise PrepareError(f"{labels}, line {line}: empty subject")
+        if "/" in subject or "\\" in subject or subject in (".", "..") or "\0" in subject:
+            # the subject names the crop's folder under --out: it may not leave it
+            raise PrepareError(
+                f"{labels}, line {line}: subject {subject!r} is not a plain name (no '/', '\\', '.' or '..')"
+            )
         pose = 90
         if "pose" in col and row[col["pose"]].strip():
             try:
