@@ -191,3 +191,27 @@ def test_other_loggers(
         assert list((run / "logs" / "stage1").rglob("events.out.tfevents.*"))
     else:
         assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_last_checkpoint_after_every_epoch_and_only_existing_files_reported(
+    tiny_config: Path, tmp_path: Path, capsys
+) -> None:
+    """3 epochs with a checkpoint every 2: the periodic file of epoch 2 and last.ckpt holding epoch 3 (the
+    epoch after the last period used to be saved nowhere)."""
+    run = tmp_path / "run"
+    args = ["--config", str(tiny_config), "--run_dir", str(run), "--stage", "1"]
+    assert main([*args, "--stage1.max_epochs", "3", "--stage1.checkpoint_every_n_epochs", "2"]) == 0
+    files = sorted(p.name for p in (run / "stage1").iterdir())
+    assert files == ["epoch001.ckpt", "last.ckpt"], files
+    assert _ckpt(run / "stage1" / "last.ckpt")["global_step"] == 6  # 3 epochs of 2 steps
+    assert _ckpt(run / "stage1" / "epoch001.ckpt")["global_step"] == 4
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    assert (
+        main(
+            ["--config", str(tiny_config), "--run_dir", str(empty), "--stage", "1", "--stage1.max_steps", "0"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "stage1: nothing written" in out and not (empty / "stage1" / "last.ckpt").exists()

@@ -155,16 +155,24 @@ def make_logger(kind: str, run_dir: Path, stage: str, project: str) -> Any:
 
 
 def _trainer(cfg: Any, sched: StageSchedule, run_dir: Path, stage: str, extra_callbacks: list) -> pl.Trainer:
-    ckpt = pl.callbacks.ModelCheckpoint(
+    periodic = pl.callbacks.ModelCheckpoint(
         dirpath=str(run_dir / stage),
         filename="epoch{epoch:03d}",
         auto_insert_metric_name=False,
         every_n_epochs=max(1, sched.checkpoint_every_n_epochs),
         save_top_k=-1,
-        save_last=True,
+    )
+    # last.ckpt after every epoch, whatever the period above (Lightning's save_last writes it only
+    # together with a periodic checkpoint, which left epochs saved nowhere)
+    last = pl.callbacks.ModelCheckpoint(
+        dirpath=str(run_dir / stage),
+        filename="last",
+        every_n_epochs=1,
+        save_top_k=1,
+        enable_version_counter=False,
     )
     logger = make_logger(cfg.logger, run_dir, stage, cfg.wandb_project)
-    callbacks = [ckpt, *extra_callbacks]
+    callbacks = [periodic, last, *extra_callbacks]
     if logger:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     kwargs = dict(cfg.trainer)
@@ -331,7 +339,10 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"eet-fit: error: {err}", file=sys.stderr)
         return 2
     for name, path in written.items():
-        print(f"eet-fit: {name}: {path}")
+        if path.exists():  # e.g. no checkpoint when a stage ran no step (max_steps 0)
+            print(f"eet-fit: {name}: {path}")
+        else:
+            print(f"eet-fit: {name}: nothing written ({path} does not exist)")
     return 0
 
 
