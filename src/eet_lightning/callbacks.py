@@ -10,6 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw
+from pytorch_lightning.utilities.seed import isolate_rng
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -104,7 +105,10 @@ class ImageGridCallback(pl.Callback):
     """Every validation epoch, render (Ia, Ib, swapped, self-reconstructed, cross-cycle[, truth]) for a
     fixed set of validation pairs through the module's ``log_images`` and write it as a PNG under
     ``out_dir`` and to the logger (W&B or TensorBoard) when there is one. Beside it goes a chart of the
-    per-AU intensities Er predicts for the same images against their true ones (``au_chart``)."""
+    per-AU intensities Er predicts for the same images against their true ones (``au_chart``).
+
+    It draws nothing from the training's random generators (reading a DataLoader draws a seed from torch's
+    global one): with it or without it, and whether a run was resumed or not, training is the same."""
 
     def __init__(self, out_dir: str | Path, num_pairs: int = 6, prefix: str = "stage2") -> None:
         self.out_dir = Path(out_dir)
@@ -115,6 +119,10 @@ class ImageGridCallback(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "log_images"):
             return
+        with isolate_rng():
+            self._write(trainer, pl_module)
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._batch is None:
             loaders = trainer.val_dataloaders
             loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders

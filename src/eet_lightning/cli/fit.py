@@ -8,6 +8,7 @@ eet-fit --config synthetic.yaml --print_config
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -18,12 +19,19 @@ from typing import Any, Literal
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pytorch_lightning as pl  # noqa: E402
-from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from eet_lightning.base import LossWeights, Variant  # noqa: E402
 from eet_lightning.callbacks import ImageGridCallback, first_pairs, pair_grid  # noqa: E402
 from eet_lightning.datamodules.base import EETDataModule  # noqa: E402
+from eet_lightning.durability import (  # noqa: E402
+    AtomicCheckpointIO,
+    RNGStateCallback,
+    RunLock,
+    RunLockedError,
+    remove_stale_temporaries,
+)
 from eet_lightning.nets import ArchConfig  # noqa: E402
 from eet_lightning.runtime import tune_for_cli  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
@@ -75,7 +83,11 @@ class FitError(Exception):
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="eet-fit", description="Train EET: stage 1, then stage 2, from one config.")
+    # exit_on_error=False: a parse error is raised (and printed by main() as one line) instead of
+    # jsonargparse's usage dump of every option
+    parser = ArgumentParser(
+        prog="eet-fit", description="Train EET: stage 1, then stage 2, from one config.", exit_on_error=False
+    )
     parser.add_argument(
         "--config", action=ActionConfigFile, help="YAML config (a bundled name such as disfa.yaml works too)"
     )
@@ -154,6 +166,11 @@ def make_logger(kind: str, run_dir: Path, stage: str, project: str) -> Any:
     )
 
 
+class LastCheckpoint(pl.callbacks.ModelCheckpoint):
+    """The every-epoch ``last.ckpt`` writer: its own class so that its state key differs from the periodic
+    writer's (Lightning refuses two checkpoint callbacks with equal keys, as with a period of 1)."""
+
+
 def _trainer(cfg: Any, sched: StageSchedule, run_dir: Path, stage: str, extra_callbacks: list) -> pl.Trainer:
     periodic = pl.callbacks.ModelCheckpoint(
         dirpath=str(run_dir / stage),
@@ -164,7 +181,7 @@ def _trainer(cfg: Any, sched: StageSchedule, run_dir: Path, stage: str, extra_ca
     )
     # last.ckpt after every epoch, whatever the period above (Lightning's save_last writes it only
     # together with a periodic checkpoint, which left epochs saved nowhere)
-    last = pl.callbacks.ModelCheckpoint(
+    last = LastCheckpoint(
         dirpath=str(run_dir / stage),
         filename="last",
         every_n_epochs=1,
@@ -172,7 +189,7 @@ def _trainer(cfg: Any, sched: StageSchedule, run_dir: Path, stage: str, extra_ca
         enable_version_counter=False,
     )
     logger = make_logger(cfg.logger, run_dir, stage, cfg.wandb_project)
-    callbacks = [periodic, last, *extra_callbacks]
+    callbacks = [periodic, last, RNGStateCallback(), *extra_callbacks]
     if logger:
         callbacks.append(pl.callbacks.LearningRateMonitor(logging_interval="epoch"))
     kwargs = dict(cfg.trainer)
@@ -185,6 +202,7 @@ def _trainer(cfg: Any, sched: StageSchedule, run_dir: Path, stage: str, extra_ca
         default_root_dir=str(run_dir),
         callbacks=callbacks,
         logger=logger,
+        plugins=[AtomicCheckpointIO()],  # a checkpoint path always holds a whole file
     )
 
 
@@ -198,7 +216,16 @@ def _resume_path(run_dir: Path, stage: str, resume: bool) -> str | None:
             )
         # read it here first (tensors and plain values only, the right stage): a refused or foreign file
         # is one message before anything runs; Lightning then restores it with weights_only=True as well
-        read_checkpoint(last, int(stage[-1]), f"--resume true ({stage})")
+        try:
+            read_checkpoint(last, int(stage[-1]), f"--resume true ({stage})")
+        except ValueError as err:
+            periodic = sorted((run_dir / stage).glob("epoch*.ckpt"))
+            way_out = (
+                f"; to continue from the last periodic checkpoint, rename {periodic[-1].name} to last.ckpt"
+                if periodic
+                else "; delete it to start the stage afresh"
+            )
+            raise FitError(f"{err}{way_out}") from None
         return str(last)
     return None
 
@@ -212,13 +239,59 @@ def _first_reason(message: str) -> str:
     return message
 
 
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise FitError(f"{name} must be a positive finite number, got {value!r}")
+
+
 def _check_schedule(name: str, sched: StageSchedule) -> None:
+    """Every stage option checked before anything is written."""
     if sched.max_epochs < 1:
         raise FitError(f"{name}.max_epochs must be >= 1, got {sched.max_epochs}")
+    if sched.max_steps < -1:
+        raise FitError(f"{name}.max_steps must be >= 0 (or -1 for no limit), got {sched.max_steps}")
+    if sched.checkpoint_every_n_epochs < 1:
+        raise FitError(
+            f"{name}.checkpoint_every_n_epochs must be >= 1, got {sched.checkpoint_every_n_epochs}"
+        )
+    limit = sched.limit_train_batches
+    if limit is not None and not (
+        math.isfinite(limit) and limit >= 0 and (limit <= 1 or float(limit).is_integer())
+    ):
+        raise FitError(
+            f"{name}.limit_train_batches must be a fraction in [0, 1] or a count >= 0, got {limit!r}"
+        )
     if sched.batch_size is not None and sched.batch_size < 1:
         raise FitError(
             f"{name}.batch_size must be >= 1 (or null for data.batch_size), got {sched.batch_size}"
         )
+    lrs = ("lr",) if isinstance(sched, Stage1Options) else ("lr_generator", "lr_discriminator")
+    for lr in lrs:
+        _positive(f"{name}.{lr}", getattr(sched, lr))
+    betas = tuple(sched.betas)
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise FitError(f"{name}.betas must be two numbers in [0, 1), got {list(betas)}")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """The run folder is a folder, or can be created: checked before anything is written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FitError(f"--run_dir {run_dir} is a file; expected a folder (existing or to be created)")
+    first = run_dir
+    while not first.exists():
+        if first.parent == first:
+            break
+        first = first.parent
+    if not first.is_dir():
+        raise FitError(f"--run_dir {run_dir} cannot be created: {first} is a file")
+    if not os.access(first, os.W_OK | os.X_OK):
+        raise FitError(f"--run_dir {run_dir} cannot be written: no write permission in {first}")
+
+
+def _takes_run_lock() -> bool:
+    """Only the launching process locks the run folder (DDP's other ranks run inside its lock)."""
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    return rank == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def _use_batch_size(data: EETDataModule, sched: StageSchedule, default: int | None) -> None:
@@ -228,6 +301,9 @@ def _use_batch_size(data: EETDataModule, sched: StageSchedule, default: int | No
             raise FitError(f"{type(data).__name__} has no batch_size to set per stage")
         return
     data.hparams.batch_size = sched.batch_size if sched.batch_size is not None else default
+
+
+_LOCKS: list[RunLock] = []
 
 
 def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
@@ -271,10 +347,23 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             f"stage 2 needs a stage-1 checkpoint, but {stage1_ckpt} does not exist (run --stage 1 first "
             f"or set --stage2.stage1_ckpt)"
         )
+    if cfg.grid_pairs < 1:
+        raise FitError(f"--grid_pairs must be >= 1, got {cfg.grid_pairs}")
+    _check_run_dir(run_dir)
     resume1 = _resume_path(run_dir, "stage1", cfg.resume) if "1" in stages else None
     resume2 = _resume_path(run_dir, "stage2", cfg.resume) if "2" in stages else None
+    if "2" in stages and resume2 is None and "1" not in stages:
+        # the stage-1 file stage 2 starts from: read (safely) and checked now, before anything is written
+        read_checkpoint(
+            stage1_ckpt, 1, "--stage2.stage1_ckpt" if s2.stage1_ckpt else "stage 2's stage-1 file"
+        )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if _takes_run_lock():
+        lock = RunLock(run_dir)
+        lock.acquire()  # held until the process ends: a second eet-fit on this folder refuses
+        _LOCKS.append(lock)
+    for stage in ("stage1", "stage2"):
+        remove_stale_temporaries(run_dir / stage)  # what a killed save left behind
     parser.save(cfg, run_dir / "config.yaml", overwrite=True, skip_check=True)
     written: dict[str, Path] = {"config": run_dir / "config.yaml"}
     if hasattr(data, "write_previews"):
@@ -325,6 +414,20 @@ def write_test_grid(module: Stage2Module, data: EETDataModule, path: Path, pairs
     return path
 
 
+def _one_line(err: BaseException) -> str:
+    """The error as one line: jsonargparse's reports on a union of types span many lines, of which the
+    first names the option and the first listed reason says what was wrong."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return text
+    reasons = [line[2:].strip() for line in lines[1:] if line.startswith("- ")]
+    head = lines[0].rstrip(":")
+    return f"{head}: {reasons[0]}" if reasons else " ".join(lines)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-fit`; tests call ``main([...])`` directly."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -333,11 +436,14 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         cfg = parser.parse_args(resolve_config_names(argv))
         written = run(cfg, parser)
-    except (FitError, ValueError, FileNotFoundError) as err:
+    except (FitError, ArgumentError, ValueError, RunLockedError, OSError) as err:
         if os.environ.get("EET_DEBUG"):
             raise
-        print(f"eet-fit: error: {err}", file=sys.stderr)
+        print(f"eet-fit: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        while _LOCKS:
+            _LOCKS.pop().release()
     for name, path in written.items():
         if path.exists():  # e.g. no checkpoint when a stage ran no step (max_steps 0)
             print(f"eet-fit: {name}: {path}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import cv2
@@ -18,15 +19,31 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".t
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".avi", ".mp4", ".mov", ".mkv", ".wmv", ".mpg", ".mpeg"})
 
 
+# The most pixels an image may have: PIL's own decompression-bomb limit (89.5 M pixels, e.g. 9,459 x 9,459).
+# A file declaring more is refused from its header before anything is decoded: a few kilobytes of PNG can
+# declare gigabytes of pixels. Photos from 61-megapixel cameras pass.
+MAX_IMAGE_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
 class ImageReadError(ValueError):
-    """An image file that cannot be decoded (missing, not an image, truncated)."""
+    """An image file that cannot be decoded (missing, not an image, truncated, too many pixels)."""
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """The image at ``path`` as uint8 RGB [H, W, 3]; raises `ImageReadError` naming the file."""
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # PIL warns between its limit and twice it and raises above; both are refused here
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageReadError(
+                    f"{path}: {w} x {h} pixels is more than the {MAX_IMAGE_PIXELS:,} an image may have "
+                    "(a decompression bomb, or a photo to downscale first)"
+                )
             im.load()  # decodes everything now, so a truncated file fails here and not later
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -39,10 +56,19 @@ def read_rgb(path: str | Path) -> np.ndarray:
                     else im.convert("RGB")
                 )
             return np.asarray(im, dtype=np.uint8).copy()
+    except ImageReadError:
+        raise
     except FileNotFoundError as err:
         raise ImageReadError(f"{path}: image file not found") from err
+    except IsADirectoryError as err:
+        raise ImageReadError(f"{path}: is a folder, not an image file") from err
     except UnidentifiedImageError as err:
         raise ImageReadError(f"{path}: not a readable image") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(
+            f"{path}: more pixels than the {MAX_IMAGE_PIXELS:,} an image may have (a decompression bomb, or a "
+            "photo to downscale first)"
+        ) from err
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated or corrupt data
         raise ImageReadError(f"{path}: cannot decode the image ({err})") from err
 
