@@ -12,13 +12,30 @@ changed (``--crop-only`` writes the aligned crops instead). A photo pair writes 
 ``T_with_S.mp4``: the target performing the source's expressions frame by frame, the face box smoothed
 over time. Bad input ends in one line ``eet-transfer: error: ...`` and exit status 2 before anything is
 written.
+
+Resuming: every output is written under a temporary name in --out (``.NAME.xxxxxxxx.tmp``, or ``...tmp.mp4``
+for videos) and renamed when complete, so an output that exists is whole. Before the first output,
+``.eet-transfer.json`` in --out records the settings that decide the pixels (the checkpoint's SHA-256,
+--aus, --strength, --crop-only, --face-index, --smooth) and the names of the outputs. Re-running a killed or
+failed command removes the temporaries it left (only names of that pattern for outputs the record or the
+job names, nothing else) and does only the outputs that are missing, in the same batches as an
+uninterrupted run, so the result is byte-identical to one. Adding photos to a folder and re-running does
+the new pairs only. A run with other settings is refused (outputs made two ways would be mixed), and so is a
+file at an output's name that no recorded eet-transfer run wrote; ``--overwrite`` redoes every output and,
+when the settings changed, first deletes the outputs the record lists. One eet-transfer at a time may
+write into a folder (a lock, released when the process ends, even by kill -9).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import io
+import json
+import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -39,6 +56,7 @@ from eet_lightning.data.images import (  # noqa: E402
     VIDEO_SUFFIXES,
     read_rgb,
     usual_permissions,
+    write_bytes_atomic,
     write_image_atomic,
 )
 from eet_lightning.model import EETModel  # noqa: E402
@@ -50,6 +68,19 @@ PROG = "eet-transfer"
 MASK_CENTER = (0.5, 0.54)
 MASK_AXES = (0.32, 0.40)
 MASK_FEATHER = 0.25
+# --strength: 0 keeps the target's own expression, 1 is the plain swap, above 1 exaggerates; far above, G
+# is fed features it never saw and paints saturated noise (1e6 did), so the CLI stops at twice the swap.
+MAX_STRENGTH = 2.0
+MAX_SMOOTH = 1000  # --smooth: frames averaged (the edges are padded with that many copies)
+
+# What a run leaves in --out besides its outputs: the record of the job (settings, output names), and
+# temporaries of a run that was killed while writing (`write_bytes_atomic` names them ".NAME.xxxxxxxx.tmp";
+# videos ".NAME.xxxxxxxx.tmp.mp4", as OpenCV picks the container from the suffix).
+RECORD_NAME = ".eet-transfer.json"
+RECORD_VERSION = 1
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?:\.mp4)?$")
+# earlier versions named video temporaries ".STEM.xxxxxxxx.mp4"
+_OLD_VIDEO_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.mp4$")
 
 
 class TransferError(Exception):
@@ -78,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--aus", type=int, nargs="*", help="move only these AUs (selective transfer), e.g. 12 25 26"
     )
     p.add_argument(
-        "--strength", type=float, default=1.0, help="0 keeps the own expression, 1 swaps, >1 exaggerates"
+        "--strength",
+        type=float,
+        default=1.0,
+        help=f"0 keeps the own expression, 1 swaps, up to {MAX_STRENGTH:g} exaggerates",
     )
     p.add_argument(
         "--face-index",
@@ -88,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="which face when there are several (0: the largest); two values: the source's, then the target's",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every output (without it, a re-run keeps the outputs already written and does the rest); "
+        "when --out holds outputs made with other settings, they are deleted first",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=8, help="pairs or frames per forward pass")
     p.add_argument(
@@ -97,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.compile the networks (EETModel.compile_for_inference): each batch shape compiles first "
         "(seconds), then batches run faster; for long videos and many pairs; needs a C++ compiler",
     )
-    p.add_argument("--smooth", type=int, default=5, help="video: frames averaged for the face box (1: none)")
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=5,
+        help=f"video: frames averaged for the face box (1: none, at most {MAX_SMOOTH})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -163,37 +207,76 @@ def _media(path_str: str, role: str) -> list[Path]:
     path = Path(path_str)
     if path.is_dir():
         found = sorted(
-            p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            p
+            for p in path.iterdir()
+            # hidden files are skipped: temporaries, and "._photo.jpg" resource forks that are no images
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
         )
         if not found:
             raise TransferError(f"--{role} {path}: the folder holds no images or videos")
         return found
-    if not path.is_file():
+    if not path.exists():
         raise TransferError(f"--{role} {path}: no such file or folder")
+    if not path.is_file():
+        raise TransferError(f"--{role} {path}: not a regular file or folder")
     _kind(path)
     return [path]
 
 
 def _pairs_csv(path_str: str) -> list[tuple[Path, Path]]:
+    """The (source, target) rows of a pair list; every path relative to the CSV's folder and inside it."""
     path = Path(path_str)
+    if path.is_dir():
+        raise TransferError(f"--pairs {path}: is a folder, not a CSV file")
+    if not path.is_file():
+        raise TransferError(f"--pairs {path}: no such file")
+    data = path.read_bytes()
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise TransferError(f"--pairs {path}: cannot read the CSV ({err})") from None
-    if not rows or not {"source", "target"} <= set(rows[0]):
-        raise TransferError(f"--pairs {path}: expected a header line 'source,target' and at least one row")
-    out = []
-    for k, row in enumerate(rows, start=2):
-        pair = []
-        for col in ("source", "target"):
-            value = (row.get(col) or "").strip()
-            p = Path(value) if Path(value).is_absolute() else path.parent / value
-            if not value or not p.is_file():
-                raise TransferError(f"--pairs {path}, line {k}: {col} file not found: {value or '(empty)'}")
-            _kind(p)
-            pair.append(p)
-        out.append((pair[0], pair[1]))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise TransferError(
+            f"--pairs {path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "save the CSV as UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if "source" not in header or "target" not in header:
+            got = f"got {','.join(header)!r}" if any(header) else "the file is empty"
+            raise TransferError(f"--pairs {path}: expected a header line 'source,target' ({got})")
+        columns = {col: header.index(col) for col in ("source", "target")}
+        folder = path.parent.resolve()
+        out = []
+        for row in reader:
+            line = reader.line_num
+            if not any(v.strip() for v in row):
+                continue  # a blank line
+            pair = []
+            for col, k in columns.items():
+                value = row[k].strip() if k < len(row) else ""
+                where = f"--pairs {path}, line {line}"
+                if not value:
+                    raise TransferError(f"{where}: the {col} is empty")
+                p = path.parent / value
+                if Path(value).is_absolute() or not p.resolve().is_relative_to(folder):
+                    raise TransferError(
+                        f"{where}: {col} {value!r} is outside the CSV's folder {path.parent} "
+                        "(paths are relative to it and stay inside it)"
+                    )
+                if not p.is_file():
+                    raise TransferError(f"{where}: {col} file not found: {value}")
+                try:
+                    _kind(p)
+                except TransferError as err:
+                    raise TransferError(f"{where}: {err}") from None
+                pair.append(p)
+            out.append((pair[0], pair[1]))
+    except csv.Error as err:
+        raise TransferError(f"--pairs {path}, line {reader.line_num}: not a readable CSV ({err})") from None
+    if not out:
+        raise TransferError(f"--pairs {path}: no pairs below the header line 'source,target'")
     return out
 
 
@@ -207,6 +290,14 @@ def plan(args: argparse.Namespace) -> tuple[list[PhotoPair], list[VideoJob], dic
     else:
         if not (args.source and args.target):
             raise TransferError("give --source and --target (or --pairs)")
+        out = Path(args.out).resolve()
+        for role in ("source", "target"):
+            folder = Path(getattr(args, role))
+            if folder.is_dir() and folder.resolve() == out:
+                raise TransferError(
+                    f"--out {args.out} is the --{role} folder: its outputs would become inputs of a re-run; "
+                    "choose another output folder"
+                )
         sources, targets = _media(args.source, "source"), _media(args.target, "target")
         combos = [(s, t) for s in sources for t in targets]
         folders = len(sources) > 1 or len(targets) > 1
@@ -254,9 +345,11 @@ def plan(args: argparse.Namespace) -> tuple[list[PhotoPair], list[VideoJob], dic
 # ---------------------------------------------------------------------------------------------- faces
 
 
-def _pick(found: list[Detection], index: int, path: Path) -> Detection:
+def _pick(found: list[Detection], index: int, path: Path, shape: tuple[int, ...], min_side: int) -> Detection:
     if not found:
-        raise TransferError(f"no face found in {path}")
+        h, w = shape[:2]
+        small = f"; a face needs at least {min_side} x {min_side}" if min(h, w) < min_side else ""
+        raise TransferError(f"no face found in {path} ({w} x {h} pixels{small})")
     if index >= len(found):
         raise TransferError(
             f"{path}: --face-index {index} asks for face {index + 1} but {len(found)} face(s) were found"
@@ -297,6 +390,13 @@ def _frames(path: Path, limit: int | None = None) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def _frame_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    cap.release()
+    return count
+
+
 def _fps(path: Path) -> float:
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
@@ -331,17 +431,33 @@ class Runner:
             total=total, desc=f"{PROG}: {desc}", unit=unit, disable=self.args.no_progress, file=sys.stderr
         )
 
+    @property
+    def min_face_side(self) -> int:
+        return int(self.aligner.mtcnn.min_face_size)
+
+    def _detectable(self, image: np.ndarray) -> bool:
+        """Whether MTCNN can look at the image at all: its smallest face must fit in the detection image
+        (an image smaller than that has no face; MTCNN itself fails on it with an unrelated error)."""
+        h, w = image.shape[:2]
+        scale = min(1.0, self.aligner.max_detect_side / float(max(h, w)))
+        return min(h, w) * scale >= self.min_face_side
+
     def detect(self, images: list[np.ndarray]) -> list[list[Detection]]:
         """MTCNN on CPU runs on one thread: its many small convolutions gain nothing from more, and lose a
         lot when the cores are busy (6 frames of 256 px: 0.3 s on one thread, 5.2 s on two busy cores)."""
-        if self.device.type != "cpu":
-            return self.aligner.detect_batch(images)
+        found: list[list[Detection]] = [[] for _ in images]
+        usable = [k for k, image in enumerate(images) if self._detectable(image)]
+        if not usable:
+            return found
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)
         try:
-            return self.aligner.detect_batch(images)
+            for k, dets in zip(usable, self.aligner.detect_batch([images[k] for k in usable]), strict=True):
+                found[k] = dets
         finally:
             torch.set_num_threads(threads)
+        return found
 
     def transfer(self, a: list[np.ndarray], b: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         out_a, out_b = self.model.transfer(
@@ -351,13 +467,20 @@ class Runner:
 
     # ---- finding faces (everything that can fail on the inputs happens here, before any output)
 
-    def prepare(self, pairs: list[PhotoPair], videos: list[VideoJob]) -> None:
+    def prepare(self, pairs: list[PhotoPair], videos: list[VideoJob], pending: list[VideoJob]) -> None:
+        """Find the faces of every photo of the job (also those whose outputs exist: a resumed run detects
+        in the same batches as an uninterrupted one, and so writes the same bytes) and follow the faces
+        through the videos of the ``pending`` video jobs."""
         src, tgt = self.source_index, self.target_index
         photos = {item for pair in pairs for item in ((pair.a, tgt), (pair.b, src))}
         clips: set[tuple[Path, int]] = set()
         for job in videos:
             for item in ((job.source, src), (job.target, tgt)):
-                (clips if _kind(item[0]) == "video" else photos).add(item)
+                if _kind(item[0]) == "video":
+                    if job in pending:
+                        clips.add(item)
+                else:
+                    photos.add(item)
         self.faces = self.locate_photos(sorted(photos))
         self.tracks = {item: self.track(*item) for item in sorted(clips)}
 
@@ -370,7 +493,7 @@ class Runner:
                 chunk = items[start : start + bs]
                 images = [read_rgb(path) for path, _ in chunk]
                 for (path, index), image, found in zip(chunk, images, self.detect(images)):
-                    det = _pick(found, index, path)
+                    det = _pick(found, index, path, image.shape, self.min_face_side)
                     faces[path, index] = align_to_template(
                         image, det.landmarks, self.size, det.box, det.score
                     )
@@ -379,9 +502,20 @@ class Runner:
 
     # ---- photos
 
-    def run_photos(self, pairs: list[PhotoPair], out_dir: Path) -> None:
+    def run_photos(self, pairs: list[PhotoPair], out_dir: Path, done: set[str]) -> None:
+        """Transfer the pairs in batches and write both directions; ``done`` names outputs that exist and
+        are kept. Batches are the uninterrupted run's: one with an output missing runs whole."""
         if not pairs:
             return
+
+        def names(pair: PhotoPair) -> list[str]:
+            first = f"{pair.a.stem}_with_{pair.b.stem}.png"
+            return (
+                [first]
+                if pair.a.resolve() == pair.b.resolve()
+                else [first, f"{pair.b.stem}_with_{pair.a.stem}.png"]
+            )
+
         bs, src, tgt = self.args.batch_size, self.source_index, self.target_index
         faces = {
             "a": {p.a: self.faces[p.a, tgt] for p in pairs},
@@ -390,22 +524,26 @@ class Runner:
         with self.bar(len(pairs), "photos", "pair") as bar:
             for start in range(0, len(pairs), bs):
                 chunk = pairs[start : start + bs]
+                if all(name in done for pair in chunk for name in names(pair)):
+                    bar.update(len(chunk))
+                    continue
                 out_a, out_b = self.transfer(
                     [faces["a"][p.a].crop for p in chunk], [faces["b"][p.b].crop for p in chunk]
                 )
                 for pair, ea, eb in zip(chunk, out_a, out_b):
-                    self.write_photo(
-                        out_dir / f"{pair.a.stem}_with_{pair.b.stem}.png", pair.a, faces["a"][pair.a], ea
-                    )
-                    if pair.a.resolve() != pair.b.resolve():
-                        self.write_photo(
-                            out_dir / f"{pair.b.stem}_with_{pair.a.stem}.png", pair.b, faces["b"][pair.b], eb
-                        )
+                    for name, photo, face, edited in zip(
+                        names(pair), (pair.a, pair.b), (faces["a"][pair.a], faces["b"][pair.b]), (ea, eb)
+                    ):
+                        if name not in done:
+                            self.write_photo(out_dir / name, photo, face, edited)
                 bar.update(len(chunk))
 
     def write_photo(self, path: Path, photo_path: Path, face: FaceAlignment, edited: np.ndarray) -> None:
         image = edited if self.args.crop_only else paste_face(read_rgb(photo_path), edited, face.matrix)
-        write_image_atomic(path, image)
+        try:
+            write_image_atomic(path, image)
+        except OSError as err:  # e.g. a full disk: the temporary is gone, earlier outputs are whole
+            raise TransferError(f"{path}: cannot write the output ({err.strerror or err})") from None
         self.written.append(path)
 
     # ---- videos
@@ -449,7 +587,10 @@ class Runner:
                     f"{path}: --face-index {index} asks for face {index + 1}, "
                     "but no frame has that many faces"
                 )
-            raise TransferError(f"no face found in {path}")
+            h, w = shape[:2]
+            raise TransferError(
+                f"no face found in {path} (in none of its {len(chosen)} frames of {w} x {h} pixels)"
+            )
         known = np.stack([chosen[k] for k in found])  # [K, 5, 2]
         frames = np.arange(len(chosen))
         flat = known.reshape(len(found), -1)
@@ -479,7 +620,12 @@ class Runner:
         h2, w2 = h - h % 2, w - w % 2
         src_frames = _frames(job.source, n) if src_video else None
         tgt_frames = _frames(job.target, n) if tgt_video else None
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".mp4", dir=out_path.parent)
+        try:  # the suffix tells OpenCV the container
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{out_path.name}.", suffix=".tmp.mp4", dir=out_path.parent
+            )
+        except OSError as err:
+            raise TransferError(f"{out_path}: cannot write the output ({err.strerror or err})") from None
         os.close(fd)
         tmp = Path(tmp_name)
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w2, h2))
@@ -513,6 +659,10 @@ class Runner:
                         writer.write(np.ascontiguousarray(image[:h2, :w2, ::-1]))
                     bar.update(count)
             writer.release()
+            if _frame_count(tmp) != n:  # OpenCV's writer does not report failed writes (e.g. a full disk)
+                raise TransferError(
+                    f"{out_path}: cannot write the output (the video written holds too few frames)"
+                )
             usual_permissions(tmp)
             os.replace(tmp, out_path)
         except BaseException:
@@ -520,6 +670,255 @@ class Runner:
             tmp.unlink(missing_ok=True)
             raise
         self.written.append(out_path)
+
+
+# ---------------------------------------------------------------------------------------------- --out
+
+
+def _plain_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+    )
+
+
+class OutputFolder:
+    """--out: checked before anything runs, locked while written, resumable (see the module docstring).
+
+    ``outputs`` are the job's file names, ``settings`` what decides their pixels."""
+
+    def __init__(self, path: Path, outputs: list[str], settings: dict, ckpt: str, overwrite: bool) -> None:
+        self.path = path
+        self.outputs = outputs
+        self.settings = settings
+        self.ckpt = ckpt
+        self.overwrite = overwrite
+        self._lock: int | None = None
+        self.removed = 0  # temporaries of killed runs removed by `open`
+
+    def check_path(self) -> None:
+        """--out is a folder, or can be made one (refused before anything is read)."""
+        path = self.path
+        if path.exists():
+            if not path.is_dir():
+                raise TransferError(f"--out {path} exists and is not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise TransferError(f"--out {path}: no permission to write in this folder")
+            return
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise TransferError(f"--out {path} cannot be created: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise TransferError(f"--out {path} cannot be created: no permission to write in {parent}")
+
+    def record(self) -> dict | None:
+        """The record of the earlier runs in --out (None when there is none, or when --overwrite replaces
+        one that cannot be read)."""
+        path = self.path / RECORD_NAME
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            ok = (
+                isinstance(record, dict)
+                and record.get("version") == RECORD_VERSION
+                and isinstance(record.get("settings"), dict)
+                and isinstance(record.get("outputs"), list)
+                and all(_plain_name(n) for n in record["outputs"])
+            )
+            why = "" if ok else "not a record this version writes"
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            why = str(err)
+        if why:
+            if self.overwrite:
+                return None
+            raise TransferError(
+                f"--out {self.path}: cannot read the record {path} of earlier eet-transfer runs ({why}); "
+                "pass --overwrite to replace it and redo the outputs"
+            )
+        return record
+
+    def check(self) -> set[str]:
+        """The job's outputs that exist and are kept; refuses what a re-run must not do."""
+        if not self.path.is_dir():
+            return set()
+        existing = [n for n in self.outputs if (self.path / n).exists()]
+        record = self.record()
+        if self.overwrite:
+            return set()
+        if record is not None and record["settings"] != self.settings:
+            raise TransferError(
+                f"--out {self.path} holds eet-transfer outputs made with other settings "
+                f"({self._differences(record)}); re-run with those settings to resume or add to them, choose "
+                "another --out, or pass --overwrite to delete them and start afresh"
+            )
+        ours = set(record["outputs"]) if record is not None else set()
+        foreign = [n for n in existing if n not in ours]
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            raise TransferError(
+                f"{self.path / foreign[0]} exists{more} and no eet-transfer run recorded in {self.path} wrote it; "
+                "pass --overwrite to replace"
+            )
+        return set(existing)
+
+    def _differences(self, record: dict) -> str:
+        old, new = record["settings"], self.settings
+        if set(old) != set(new):
+            return "a record of another version"
+        parts = []
+        for key in new:
+            if old[key] == new[key]:
+                continue
+            if key == "ckpt_sha256":
+                parts.append(f"another --ckpt ({record.get('ckpt', '?')}, or a file since rewritten)")
+                continue
+            show = {
+                "aus": lambda v: "all" if v is None else " ".join(map(str, v)) or "none",
+                "crop_only": lambda v: "on" if v else "off",
+                "face_index": lambda v: " ".join(map(str, v)),
+            }.get(key, str)
+            parts.append(f"--{key.replace('_', '-')} {show(old[key])} there, {show(new[key])} now")
+        return "; ".join(parts)
+
+    def open(self) -> set[str]:
+        """Make and lock the folder, check it again under the lock, delete what --overwrite replaces and the
+        temporaries of killed runs, write the record; the outputs that exist and are kept."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TransferError(f"--out {self.path} cannot be created ({err.strerror or err})") from None
+        self._take_lock()
+        done = self.check()
+        record = self.record()
+        recorded = set(record["outputs"]) if record is not None else set()
+        if record is not None and record["settings"] != self.settings:  # with --overwrite: start afresh
+            for name in sorted(recorded):
+                target = self.path / name
+                if target.is_file() and not target.is_symlink():
+                    target.unlink()
+            recorded = set()
+        self.removed = self._remove_temporaries(recorded | set(self.outputs))
+        content = {
+            "version": RECORD_VERSION,
+            "settings": self.settings,
+            "ckpt": self.ckpt,
+            "outputs": sorted(recorded | set(self.outputs)),
+        }
+        try:
+            write_bytes_atomic(self.path / RECORD_NAME, (json.dumps(content, indent=1) + "\n").encode())
+        except OSError as err:
+            raise TransferError(
+                f"--out {self.path}: cannot write {RECORD_NAME} ({err.strerror or err})"
+            ) from None
+        return done
+
+    def _remove_temporaries(self, names: set[str]) -> int:
+        """Delete the temporaries that killed runs left for these outputs (and for the record); nothing
+        else in the folder is touched."""
+        removed = 0
+        for entry in self.path.iterdir():
+            m = _TEMPORARY.match(entry.name)
+            ours = m is not None and (m["name"] in names or m["name"] == RECORD_NAME)
+            if not ours:
+                m = _OLD_VIDEO_TEMPORARY.match(entry.name)
+                ours = m is not None and f"{m['stem']}.mp4" in names
+            if ours and entry.is_file() and not entry.is_symlink():
+                entry.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _take_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no lock
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise TransferError(
+                f"--out {self.path}: another eet-transfer is writing into this folder; wait for it to end or "
+                "choose another --out"
+            ) from None
+        self._lock = fd
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
+
+
+def _ckpt_sha256(path_str: str) -> str:
+    """The checkpoint's SHA-256: which model made the outputs, whatever path it is given by."""
+    path = Path(path_str)
+    if path.is_dir():
+        raise TransferError(f"--ckpt {path}: is a folder, not a checkpoint file")
+    if not path.is_file():
+        raise TransferError(f"--ckpt {path}: no such checkpoint file")
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        # torch.save writes a zip archive (or, with the legacy format, a pickle): anything else is some other
+        # file, which torch.load would call unsafe (it fails to unpickle it) rather than foreign
+        if head[:2] != b"PK" and head[:1] != b"\x80":
+            what = "an empty file" if not head else "neither a zip archive nor a pickle"
+            raise TransferError(f"--ckpt {path}: not a PyTorch checkpoint file ({what})")
+        digest.update(head)
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_model(path: str, device: torch.device, compile: bool) -> EETModel:  # noqa: A002
+    what = "EETModel.load_from_checkpoint: "
+    try:
+        return EETModel.load_from_checkpoint(path, map_location=device, compile=compile)
+    except (OSError, ValueError) as err:  # unreadable, unsafe, not ours, the wrong stage
+        message = str(err).removeprefix(what)
+        raise TransferError(
+            f"--ckpt {message}" if message.startswith(path) else f"--ckpt {path}: {message}"
+        ) from None
+    except (KeyError, TypeError, AttributeError, RuntimeError) as err:  # ours, but parts missing or altered
+        detail = (str(err).strip().splitlines() or [""])[0]
+        raise TransferError(
+            f"--ckpt {path}: not a complete eet-lightning stage-2 checkpoint ({type(err).__name__}: {detail})"
+        ) from None
+
+
+def _check_options(parsed: argparse.Namespace) -> None:
+    if parsed.batch_size < 1:
+        raise TransferError(f"--batch-size must be at least 1, got {parsed.batch_size}")
+    if len(parsed.face_index) > 2 or min(parsed.face_index) < 0:
+        raise TransferError(
+            f"--face-index takes one or two values (source's, target's), each 0 (the largest face) or "
+            f"more, got {' '.join(map(str, parsed.face_index))}"
+        )
+    if not 1 <= parsed.smooth <= MAX_SMOOTH:
+        raise TransferError(f"--smooth must be from 1 to {MAX_SMOOTH} frames, got {parsed.smooth}")
+    s = parsed.strength
+    if not (math.isfinite(s) and 0.0 <= s <= MAX_STRENGTH):
+        raise TransferError(
+            f"--strength must be a number from 0 (the target's own expression) to {MAX_STRENGTH:g} (1: the "
+            f"plain swap, above 1: exaggerated), got {s:g}"
+        )
+
+
+def _settings(parsed: argparse.Namespace) -> dict:
+    """What decides the pixels of the outputs (not --batch-size, --device or --compile: float rounding)."""
+    return {
+        "ckpt_sha256": _ckpt_sha256(parsed.ckpt),
+        "aus": None if parsed.aus is None else sorted(set(parsed.aus)),
+        "strength": float(parsed.strength),
+        "crop_only": bool(parsed.crop_only),
+        "face_index": [parsed.face_index[0], parsed.face_index[-1]],
+        "smooth": int(parsed.smooth),
+    }
 
 
 def _device(name: str) -> torch.device:
@@ -534,43 +933,74 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _report_removed(folder: OutputFolder) -> None:
+    if folder.removed:
+        print(
+            f"{PROG}: removed {folder.removed} temporary file(s) left in {folder.path} by an interrupted run"
+        )
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-transfer`; tests call ``main([...])`` directly."""
     tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
+    folder: OutputFolder | None = None
     try:
         parsed = build_parser().parse_args(args)
-        if parsed.batch_size < 1:
-            raise TransferError(f"--batch-size must be at least 1, got {parsed.batch_size}")
-        if len(parsed.face_index) > 2 or min(parsed.face_index) < 0:
-            raise TransferError(
-                f"--face-index takes one or two values (source's, target's), each 0 (the largest face) or "
-                f"more, got {' '.join(map(str, parsed.face_index))}"
-            )
-        if parsed.smooth < 1:
-            raise TransferError(f"--smooth must be at least 1 frame, got {parsed.smooth}")
+        _check_options(parsed)
+        device = _device(parsed.device)
         photos, videos, outputs = plan(parsed)
         out_dir = Path(parsed.out)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise TransferError(f"--out {out_dir} exists and is not a folder")
-        existing = [p for p in outputs if p.exists()]
-        if existing and not parsed.overwrite:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise TransferError(f"{existing[0]} exists{more}; pass --overwrite to replace")
-        device = _device(parsed.device)
-        model = EETModel.load_from_checkpoint(parsed.ckpt, map_location=device, compile=parsed.compile)
-        model.branch_weights(parsed.aus, parsed.strength)  # AU list and strength checked before any work
+        names = [p.name for p in outputs]
+        folder = OutputFolder(out_dir, names, {}, "", parsed.overwrite)
+        folder.check_path()
+        folder.settings = _settings(parsed)
+        folder.ckpt = str(Path(parsed.ckpt).resolve())
+        done = folder.check()
+        if len(done) == len(names):
+            folder.open()  # removes temporaries a killed run may have left
+            _report_removed(folder)
+            print(
+                f"{PROG}: all {len(names)} output(s) are already in {out_dir} (made with these settings); "
+                "nothing to do (--overwrite redoes them)"
+            )
+            return 0
+        model = _load_model(parsed.ckpt, device, parsed.compile)
+        try:
+            model.branch_weights(parsed.aus, parsed.strength)  # the AU list checked before any work
+        except ValueError as err:
+            given = " ".join(map(str, parsed.aus)) if parsed.aus else "(no AUs)"
+            raise TransferError(f"--aus {given}: {err}") from None
+        pending = [j for j in videos if f"{j.target.stem}_with_{j.source.stem}.mp4" not in done]
         runner = Runner(parsed, model, device)
-        runner.prepare(photos, videos)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        runner.run_photos(photos, out_dir)
+        runner.prepare(photos, videos, pending)
+        done = folder.open()  # nothing is written before this point
+        _report_removed(folder)
+        if done:
+            print(
+                f"{PROG}: resuming: {len(done)} of the {len(names)} outputs are already in {out_dir} and are "
+                "kept (--overwrite redoes them)"
+            )
+        runner.run_photos(photos, out_dir, done)
         for job in videos:
-            runner.run_video(job, out_dir / f"{job.target.stem}_with_{job.source.stem}.mp4")
+            name = f"{job.target.stem}_with_{job.source.stem}.mp4"
+            if name not in done:
+                if job not in pending:  # its output was there a moment ago, so its video was not read
+                    raise TransferError(f"{out_dir / name} was deleted while eet-transfer started; re-run it")
+                runner.run_video(job, out_dir / name)
     except (TransferError, ValueError, OSError) as err:
         if os.environ.get("EET_DEBUG"):
             raise
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
-    print(f"{PROG}: wrote {len(runner.written)} file(s) to {out_dir}")
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        if folder is not None:
+            folder.close()
+    skipped = f" (kept {len(done)} that were already there)" if done else ""
+    print(f"{PROG}: wrote {len(runner.written)} file(s) to {out_dir}{skipped}")
     return 0
 
 
