@@ -27,8 +27,19 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
     than tensors and plain values (nothing in it is run), ValueError for a file that is not a readable
     PyTorch checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what}: {path} is a folder; expected a checkpoint file (.ckpt)")
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such checkpoint file: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (since PyTorch 1.6) or, in the legacy format, a pickle (protocol 2+
+    # starts with 0x80); anything else is not a checkpoint at all (a text file, an image, an empty file)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        kind = "an empty file" if not head else "neither a zip archive nor a pickle"
+        raise ValueError(
+            f"{what}: {path} is not a readable PyTorch checkpoint ({kind}); expected a checkpoint written by eet-fit"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -40,5 +51,8 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
                 "foreign or was altered)"
             ) from None
         raise ValueError(f"{what}: {path} is not a readable PyTorch checkpoint ({reason})") from None
-    except Exception as err:  # a truncated, empty or foreign file
-        raise ValueError(f"{what}: {path} is not a readable PyTorch checkpoint ({err})") from None
+    except Exception as err:  # a truncated or damaged file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{what}: {path} is not a readable PyTorch checkpoint (truncated or damaged: {reason})"
+        ) from None

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -49,22 +51,217 @@ from eet_lightning.runtime import tune_for_cli  # noqa: E402
 ALL_PROTOCOLS = ("groundtruth", *P.PROTOCOLS)
 
 
+# Upper bounds of the counts (far above the paper's protocols): a typo must not hold the machine for hours.
+LIMITS = {
+    "--pairs": 100_000,
+    "--identity-pairs": 1_000_000,
+    "--batch-size": 4096,
+    "--examples": 64,
+    "--scorer-epochs": 10_000,
+    "--max-epochs": 10_000,
+}
+RESERVED_NAMES = ("eet", "real", "unchanged_target")
+
+
 class EvaluateError(Exception):
     """A user-facing problem: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (`EvaluateError`), without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise EvaluateError(f"{message} ({self.prog} --help lists the options)")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _config_problem(err: BaseException) -> str:
+    """One line saying what is wrong, from a jsonargparse error: its union-type messages list every
+    subtype tried ("Expected a <class 'NoneType'>", the whole value given); the data class's own problem
+    is the part to show."""
+
+    def flat(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= 300 else text[:297] + "..."
+
+    cause = err.__cause__
+    if cause is not None and str(cause).strip() and "Union subtypes" not in str(cause):
+        return flat(str(cause))
+    lines = str(err).splitlines()
+    for k, line in enumerate(lines):
+        text = line.strip()
+        if not text.startswith("- ") or "<class 'NoneType'>" in text:
+            continue
+        indent = len(line) - len(line.lstrip())
+        block = [text[2:]]
+        for more in lines[k + 1 :]:  # the bullet's continuation: the lines indented below it
+            if len(more) - len(more.lstrip()) <= indent:
+                break
+            block.append(more.strip())
+        return flat(re.sub(r"^Problem with given class_path '[^']*':\s*", "", " ".join(block)))
+    return flat(str(err))
+
+
 def _load_data(config: str, overrides: Sequence[str]) -> Any:
     """The DataModule of an eet-fit config (``--data.*`` overrides pass through)."""
+    from jsonargparse import ArgumentError
+
     from eet_lightning.cli.fit import FitError, build_parser, resolve_config_names
 
     parser = build_parser()
+    parser.exit_on_error = False  # one line from us instead of jsonargparse's usage dump and exit
     try:
-        cfg = parser.parse_args(resolve_config_names(["--config", config, *overrides]))
+        argv = resolve_config_names(["--config", config, *overrides])
     except FitError as err:
-        raise EvaluateError(str(err)) from err
-    except SystemExit as err:  # jsonargparse reports a bad config and exits
+        raise EvaluateError(f"--config {config}: {err}") from err
+    path = Path(argv[1])
+    if path.is_dir():
+        raise EvaluateError(f"--config {config} is a folder; expected an eet-fit YAML file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+        where = (
+            f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+            if mark and problem
+            else _first_line(err)
+        )
+        raise EvaluateError(f"--config {config}: not a readable YAML file ({where})") from err
+    if not isinstance(values, dict):
+        raise EvaluateError(
+            f"--config {config}: expected a YAML mapping of eet-fit options (data, model, ...)"
+        )
+    try:
+        cfg = parser.parse_args(argv)
+    except FitError as err:
+        raise EvaluateError(f"--config {config}: {err}") from err
+    except ArgumentError as err:
+        raise EvaluateError(
+            f"--config {config}: not a valid eet-fit config ({_config_problem(err)})"
+        ) from err
+    except SystemExit as err:  # a parser that still exits: its message went to stderr already
         raise EvaluateError(f"--config {config}: not a valid eet-fit config") from err
-    return parser.instantiate_classes(cfg).data
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # jsonargparse < 4.49
+    try:
+        # the data alone: the config's model, stages and Trainer are not needed (a Trainer would print)
+        return instantiate(cfg, instantiate_groups=False).data
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        raise EvaluateError(f"--config {config}: cannot build its data ({_config_problem(err)})") from err
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` (itself included) that does not exist yet; None when it exists."""
+    top = None
+    while not path.exists():
+        top, path = path, path.parent
+    return top
+
+
+def _check_out(out: Path, flag: str = "--out", folder: bool = True) -> None:
+    """Refuse an output that cannot be written (a file where a folder goes or the reverse, a folder that
+    is not empty, a parent that is a file or not writable) before anything runs; writes nothing."""
+    try:
+        if folder and out.exists() and not out.is_dir():
+            raise EvaluateError(f"{flag} {out} is a file; expected a new or empty folder")
+        if folder and out.is_dir() and any(out.iterdir()):
+            raise EvaluateError(f"{flag} {out} exists and is not empty; choose a new folder")
+        if not folder and out.is_dir():
+            raise EvaluateError(f"{flag} {out} is a folder; expected a checkpoint file name")
+        top = _first_missing(out.parent)
+        parent = top.parent if top is not None else out.parent
+        if not parent.is_dir():
+            raise EvaluateError(f"{flag} {out} cannot be created: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise EvaluateError(f"{flag} {out} cannot be created: {parent} is not writable")
+    except OSError as err:  # a name too long, a folder that cannot be searched
+        raise EvaluateError(f"{flag} {out}: {err.strerror or err}") from None
+
+
+def _check_count(flag: str, value: int | None, low: int = 1) -> None:
+    if value is None:
+        return
+    high = LIMITS.get(flag)
+    if value < low or (high is not None and value > high):
+        expected = f"from {low} to {high:,}" if high is not None else f"of at least {low}"
+        raise EvaluateError(f"{flag} must be a whole number {expected}, got {value}")
+
+
+def _check_file(flag: str, value: str | None, kind: str = "file") -> None:
+    """``value`` names an existing file (or folder, or either)."""
+    if not value:
+        return
+    path = Path(value)
+    if kind == "file" and path.is_dir():
+        raise EvaluateError(f"{flag} {path} is a folder; expected a file")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise EvaluateError(f"{flag} {path} is a file; expected a folder")
+    if not path.exists():
+        raise EvaluateError(f"{flag}: no such {'file or folder' if kind == 'any' else kind}: {path}")
+
+
+def _check_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise EvaluateError(f"--device {text!r} is not a torch device (cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluateError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise EvaluateError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise EvaluateError(f"--device {text}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+def validate_args(a: argparse.Namespace) -> None:
+    """Every option that can be checked without loading a file, checked before anything is loaded or
+    written: counts in range, files that exist, an output that can be written."""
+    for flag, value in (
+        ("--pairs", a.pairs),
+        ("--identity-pairs", a.identity_pairs),
+        ("--batch-size", a.batch_size),
+        ("--examples", a.examples),
+        ("--scorer-epochs", a.scorer_epochs),
+    ):
+        _check_count(flag, value)
+    _check_count("--seed", a.seed, low=0)
+    _check_device(a.device)
+    name = a.generated_name
+    if not name or name != name.strip() or any(c in name for c in "/\\\0"):
+        raise EvaluateError(f"--generated-name {name!r} must be a plain name (no '/', '\\' or spaces around)")
+    if a.generated and name in RESERVED_NAMES:
+        raise EvaluateError(f"--generated-name {name!r} is reserved; choose another name")
+    _check_file("--ckpt", a.ckpt)
+    for flag, value in (
+        ("--au-estimator", a.au_estimator),
+        ("--identity-model", a.identity_model),
+        ("--gaze-classifier", a.gaze_classifier),
+        ("--face-weights", a.face_weights),
+    ):
+        _check_file(flag, value)
+    _check_file("--openface", a.openface, kind="any")
+    _check_file("--generated", a.generated, kind="folder")
+    _check_out(Path(a.out))
+
+
+def _load_model(path: str, device: torch.device) -> EETModel:
+    try:
+        return EETModel.load_from_checkpoint(path, map_location=device)
+    except (OSError, ValueError) as err:  # missing, foreign, refused, the wrong stage: the message names it
+        raise EvaluateError(str(err).replace("EETModel.load_from_checkpoint", "--ckpt", 1)) from None
+    except (
+        KeyError,
+        TypeError,
+        RuntimeError,
+        AttributeError,
+    ) as err:  # stage 2 by its marker, not its content
+        raise EvaluateError(
+            f"--ckpt {path}: not a complete eet-lightning stage-2 checkpoint ({_first_line(err)[:200]})"
+        ) from None
 
 
 def _dataset_name(data: Any) -> str:
@@ -88,7 +285,7 @@ def _real_faces(data: Any) -> P.FaceSet:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="eet-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--ckpt", required=True, help="EET stage-2 checkpoint")
@@ -128,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="eet-evaluate train-scorer",
         description="Train a scorer (AU estimator, gaze classifier, identity model) on a dataset's training split.",
     )
@@ -160,6 +357,19 @@ def _scorer_options(path: str | None, **overrides: Any) -> ScorerOptions:
 def train_main(argv: Sequence[str]) -> int:
     p = build_train_parser()
     args, rest = p.parse_known_args(argv)
+    bad = [r for r in rest if r.startswith("-") and not r.startswith("--data.")]
+    if bad:
+        raise EvaluateError(
+            f"unrecognized arguments: {' '.join(bad)} (eet-evaluate train-scorer --help lists the options)"
+        )
+    _check_count("--max-epochs", args.max_epochs)
+    ltb = args.limit_train_batches
+    if ltb is not None and not (math.isfinite(ltb) and ltb > 0):
+        raise EvaluateError(f"--limit-train-batches must be a fraction in (0, 1] or a count >= 1, got {ltb}")
+    if ltb is not None and ltb > 1 and ltb != int(ltb):
+        raise EvaluateError(f"--limit-train-batches above 1 is a count of batches: a whole number, got {ltb}")
+    _check_file("--scorer-config", args.scorer_config)
+    _check_out(Path(args.out), folder=False)
     data = _load_data(args.config, rest)
     opts = _scorer_options(
         args.scorer_config, max_epochs=args.max_epochs, limit_train_batches=args.limit_train_batches
@@ -180,7 +390,17 @@ class _Run:
 
     def scorer(self, kind: str, given: str | None, tmp: Path, data: Any) -> Any:
         if given:
-            return load_scorer(given, kind, self.device)
+            flag = {"au": "--au-estimator", "gaze": "--gaze-classifier", "identity": "--identity-model"}[kind]
+            try:
+                return load_scorer(given, kind, self.device)
+            except (ScorerError, OSError, ValueError) as err:
+                what = {"au": "AU estimator", "gaze": "gaze classifier", "identity": "identity model"}[kind]
+                message = _first_line(err)  # "<what>: <path> ...": the option says what it is
+                raise EvaluateError(f"{flag}: {message.removeprefix(what + ': ')}") from None
+            except (KeyError, TypeError, RuntimeError, AttributeError) as err:  # the marker, not the content
+                raise EvaluateError(
+                    f"{flag} {given}: not a complete scorer checkpoint ({_first_line(err)[:200]})"
+                ) from None
         if self.args.train_scorers:
             path = tmp / "scorers" / f"{kind}.ckpt"
             opts = ScorerOptions(max_epochs=self.args.scorer_epochs)
@@ -199,7 +419,7 @@ class _Run:
 
     def run(self) -> dict[str, Any]:
         a = self.args
-        model = EETModel.load_from_checkpoint(a.ckpt, map_location=self.device)
+        model = _load_model(a.ckpt, self.device)
         data = _load_data(a.config, self.overrides)
         name = _dataset_name(data)
         if model.arch.image_size != data.image_size:
@@ -212,8 +432,6 @@ class _Run:
             )
         settings = dict(P.PAPER_SETTINGS.get(name, P.PAPER_SETTINGS["folder"]))
         if a.identity_pairs is not None:
-            if a.identity_pairs < 1:
-                raise EvaluateError(f"--identity-pairs must be >= 1, got {a.identity_pairs}")
             settings["identity_pairs"] = a.identity_pairs
         truth = None
         if name == "synthetic":
@@ -230,10 +448,15 @@ class _Run:
                 "--protocol groundtruth needs the synthetic faces (only they have the true swap)"
             )
         out = Path(a.out)
-        if out.exists() and any(out.iterdir()):
-            raise EvaluateError(f"--out {out} exists and is not empty; choose a new folder")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        _check_out(out)  # again: the folder may have changed while the data loaded
+        created = _first_missing(out.parent)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        except OSError as err:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise EvaluateError(f"--out {out}: cannot write there ({err.strerror or err})") from None
         try:
             results = self._evaluate(
                 model, data, name, faces, expression_pairs, truth, protocols, settings, tmp
@@ -243,6 +466,8 @@ class _Run:
             tmp.replace(out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             raise
         return results
 
@@ -251,8 +476,6 @@ class _Run:
     ) -> dict[str, Any]:
         a = self.args
         generated = Path(a.generated) if a.generated else None
-        if generated is not None and a.generated_name in ("eet", "real", "unchanged_target"):
-            raise EvaluateError(f"--generated-name {a.generated_name!r} is reserved; choose another name")
         pairs: dict[str, dict[str, np.ndarray]] = {}
         for p in protocols:
             key = "expression" if p == "groundtruth" else p
@@ -444,12 +667,18 @@ def main(args: Sequence[str] | None = None) -> int:
         parsed, rest = build_parser().parse_known_args(argv)
         bad = [r for r in rest if r.startswith("-") and not r.startswith("--data.")]
         if bad:
-            raise EvaluateError(f"unrecognized arguments: {' '.join(bad)}")
+            raise EvaluateError(
+                f"unrecognized arguments: {' '.join(bad)} (eet-evaluate --help lists the options)"
+            )
+        validate_args(parsed)
         results = _Run(parsed, rest).run()
-    except (EvaluateError, ScorerError, P.ProtocolError, ValueError, FileNotFoundError) as err:
+    except (EvaluateError, ScorerError, P.ProtocolError, ValueError, OSError) as err:
+        # OSError: what cannot be read or written (a full disk, a file taken away): nothing is left
+        # half-written, the output folder only appears once complete
         if os.environ.get("EET_DEBUG"):
             raise
-        print(f"eet-evaluate: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, whatever the message holds
+        print(f"eet-evaluate: error: {message}", file=sys.stderr)
         return 2
     print(f"eet-evaluate: results: {Path(parsed.out) / 'results.md'}")
     for section in ("expression", "identity", "gaze"):

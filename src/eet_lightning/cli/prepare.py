@@ -13,10 +13,12 @@ Re-running the same command resumes an interrupted run; a finished output is nev
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -39,8 +41,21 @@ def parse_aus(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+MAX_SIZE = 4096  # the largest crop side (the paper's is 256)
+MAX_BATCH = 4096  # images held in memory at once
+
+
+class UsageError(Exception):
+    """A command line argparse cannot parse: one line, exit status 2, no usage dump."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (eet-prepare --help lists the options)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="eet-prepare",
         description="Turn a raw face dataset into aligned crops + manifest.csv for eet-fit.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -91,16 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_numbers(ns: argparse.Namespace) -> None:
+    """Every numeric option in its range (NaN and infinities included), before anything is read."""
+    for flag, value, low, high in (
+        ("--size", ns.size, 16, MAX_SIZE),
+        ("--batch-size", ns.batch_size, 1, MAX_BATCH),
+        ("--every", ns.every, 1, None),
+        ("--threads", ns.threads, 0, None),
+        ("--seed", ns.seed, 0, None),
+    ):
+        if value < low or (high is not None and value > high):
+            expected = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise PrepareError(f"{flag} must be a whole number {expected}, got {value}")
+    for flag, value in (
+        ("--min-score", ns.min_score),
+        ("--openface-min-confidence", ns.openface_min_confidence),
+    ):
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise PrepareError(f"{flag} is a probability: it must be in [0, 1], got {value}")
+
+
 def options_from_args(ns: argparse.Namespace) -> Options:
+    _check_numbers(ns)
     root = Path(ns.root)
     if not root.is_dir():
         raise PrepareError(f"--root {root} is not a folder")
-    if ns.size < 16:
-        raise PrepareError(f"--size must be at least 16, got {ns.size}")
-    if ns.batch_size < 1:
-        raise PrepareError(f"--batch-size must be at least 1, got {ns.batch_size}")
-    if ns.every < 1:
-        raise PrepareError(f"--every must be at least 1, got {ns.every}")
     if ns.dataset in NEEDS_OPENFACE and not ns.openface:
         raise PrepareError(
             f"{ns.dataset} has no AU intensity labels: pass --openface with OpenFace 2.0's output for it "
@@ -112,6 +142,10 @@ def options_from_args(ns: argparse.Namespace) -> Options:
         raise PrepareError("--labels is for `eet-prepare folder` only")
     if ns.openface and not Path(ns.openface).exists():
         raise PrepareError(f"--openface {ns.openface}: no such file or folder")
+    if ns.labels and Path(ns.labels).is_dir():
+        raise PrepareError(f"--labels {ns.labels} is a folder; expected a CSV file")
+    if ns.labels and not Path(ns.labels).is_file():
+        raise PrepareError(f"--labels {ns.labels}: no such file")
     tests = [t.strip() for t in ns.test_subjects.split(",") if t.strip()] if ns.test_subjects else None
     return Options(
         dataset=ns.dataset,
@@ -133,13 +167,13 @@ def options_from_args(ns: argparse.Namespace) -> Options:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-prepare`; tests call ``main([...])`` directly. Returns the exit status."""
-    ns = build_parser().parse_args(list(sys.argv[1:] if args is None else args))
-    if ns.threads > 0:
-        import torch
-
-        torch.set_num_threads(ns.threads)
     try:
+        ns = build_parser().parse_args(list(sys.argv[1:] if args is None else args))
         opts = options_from_args(ns)
+        if ns.threads > 0:
+            import torch
+
+            torch.set_num_threads(ns.threads)
         result = run_prepare(
             READERS[opts.dataset],
             opts,
@@ -148,10 +182,13 @@ def main(args: Sequence[str] | None = None) -> int:
             progress=not ns.no_progress,
             batch_size=ns.batch_size,
         )
-    except (PrepareError, OpenFaceError, ImageReadError) as err:
+    except (UsageError, PrepareError, OpenFaceError, ImageReadError, OSError) as err:
+        # OSError: what the run cannot write or read (a full disk, a folder taken away); the journal
+        # keeps what finished, so the same command resumes
         if os.environ.get("EET_DEBUG"):
             raise
-        print(f"eet-prepare: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, whatever the message holds
+        print(f"eet-prepare: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eet-prepare: interrupted; re-run the same command to resume", file=sys.stderr)

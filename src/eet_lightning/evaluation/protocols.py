@@ -197,6 +197,11 @@ def gaze_pairs(identity: np.ndarray, gaze: np.ndarray, partners: int, seed: int)
 
 
 def build_pairs(protocol: str, faces: FaceSet, settings: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    for key in ("expression_partners", "identity_pairs"):
+        if int(settings.get(key, 1)) < 1:
+            raise ProtocolError(f"protocol setting {key} must be at least 1, got {settings[key]}")
+    if int(seed) < 0:
+        raise ProtocolError(f"the seed of the pair lists must be at least 0, got {seed}")
     if protocol == "expression":
         return expression_pairs(faces.identity, int(settings["expression_partners"]), seed)
     if protocol == "identity":
@@ -295,6 +300,8 @@ def folder_generator(folder: Path, protocol: str, size: int) -> Generate:
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    if int(batch_size) < 1:
+        raise ProtocolError(f"the batch size must be at least 1, got {batch_size}")
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
 

@@ -136,8 +136,12 @@ def bar_chart(results: dict[str, Any], path: Path) -> Path | None:
 
 def example_grid(rows: dict[str, torch.Tensor], path: Path, label_width: int = 110) -> Path:
     """One labelled row per entry (each [N, 3, H, W] in [-1, 1]), column k = example pair k."""
+    if not rows:
+        raise ValueError("example_grid: no rows to draw")
     first = next(iter(rows.values()))
     n, _, h, w = first.shape
+    if n == 0:
+        raise ValueError("example_grid: no example pairs to draw (at least 1 expected)")
     grid = np.full((len(rows) * h, label_width + n * (w + 2), 3), 255, dtype=np.uint8)
     for r, images in enumerate(rows.values()):
         tiles = to_uint8(images)

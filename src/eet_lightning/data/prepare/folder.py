@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from eet_lightning.data.manifest import GAZES
+from eet_lightning.data.manifest import GAZES, IMAGES_DIR
 from eet_lightning.data.prepare.common import (
     Face,
     Options,
@@ -38,15 +39,38 @@ FOLDER_TEST_FRACTION = 0.1
 _AU = re.compile(r"^au0*(\d+)(_r)?$", re.IGNORECASE)
 
 
+def read_table(labels: Path) -> list[list[str]]:
+    """The rows of the label CSV (UTF-8, a byte-order mark allowed); one error naming the file and line
+    for anything else."""
+    if labels.is_dir():
+        raise PrepareError(f"--labels {labels} is a folder; expected a CSV file")
+    if not labels.is_file():
+        raise PrepareError(f"label file not found: {labels}")
+    try:
+        raw = labels.read_bytes()
+    except OSError as err:
+        raise PrepareError(f"{labels}: cannot read the label file ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise PrepareError(
+            f"{labels}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); save the label file as "
+            "UTF-8 CSV"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return list(reader)
+    except csv.Error as err:
+        raise PrepareError(f"{labels}, line {reader.line_num}: not a valid CSV row ({err})") from None
+
+
 def read(opts: Options) -> list[Source]:
     root = Path(opts.root)
     if not opts.labels:
         raise PrepareError("eet-prepare folder needs --labels labels.csv (path, subject, AU columns)")
     labels = Path(opts.labels)
-    if not labels.is_file():
-        raise PrepareError(f"label file not found: {labels}")
-    with labels.open(newline="") as fh:
-        table = list(csv.reader(fh))
+    table = read_table(labels)
     if not table:
         raise PrepareError(f"{labels}: the label file is empty")
     header = [h.strip() for h in table[0]]
@@ -67,12 +91,15 @@ def read(opts: Options) -> list[Source]:
             )
     sources, seen, given_split = [], {}, "split" in col
     stems: dict[str, str] = {}
+    keys: dict[str, int] = {}
     for line, row in enumerate(table[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
             raise PrepareError(f"{labels}, line {line}: {len(row)} fields, the header has {len(header)}")
         rel = row[col["path"]].strip()
+        if not rel or "\0" in rel:
+            raise PrepareError(f"{labels}, line {line}: path {rel!r} is not an image path relative to --root")
         path = root / rel
         if Path(rel).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
             raise PrepareError(
@@ -102,9 +129,12 @@ def read(opts: Options) -> list[Source]:
             try:
                 pose = int(row[col["pose"]])
             except ValueError:
+                pose = -1
+            if not 0 <= pose <= 180:  # a mirror maps pose p to 180 - p
                 raise PrepareError(
-                    f"{labels}, line {line}: pose must be a yaw in degrees, got {row[col['pose']]!r}"
-                ) from None
+                    f"{labels}, line {line}: pose must be a whole yaw in degrees from 0 to 180 (90 frontal), "
+                    f"got {row[col['pose']]!r}"
+                )
         gaze = row[col["gaze"]].strip() if "gaze" in col else ""
         if gaze and gaze not in GAZES:
             raise PrepareError(f"{labels}, line {line}: gaze must be one of {GAZES}, got {gaze!r}")
@@ -132,6 +162,12 @@ def read(opts: Options) -> list[Source]:
             if split not in ("train", "test"):
                 raise PrepareError(f"{labels}, line {line}: split must be train or test, got {split!r}")
         key = f"{subject}/{Path(rel).with_suffix('').as_posix().replace('/', '__')}"
+        if key in keys:  # e.g. a.jpg and a.png of one subject: both would be written as one crop
+            raise PrepareError(
+                f"{labels}, line {line}: {rel} would be written as the crop of line {keys[key]} "
+                f"({IMAGES_DIR}/{key}); rename one of the images"
+            )
+        keys[key] = line
         face = Face(key=key, subject=subject, pose=pose, gaze=gaze, emotion=emotion, aus=aus, split=split)
         sources.append(Source(path, "image", [face]))
     if not sources:
