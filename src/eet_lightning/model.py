@@ -34,6 +34,9 @@ from eet_lightning.nets.blocks import _PrepackedWeight
 from eet_lightning.nets.fuse import fuse_for_inference
 from eet_lightning.stage2 import read_checkpoint
 
+# Graded transfer: 0 keeps the target's own expression, 1 is the swap, above 1 exaggerates it; far above,
+# G is fed features it never saw and paints saturated noise (strength 1e6 did), so it stops at twice the swap.
+MAX_STRENGTH = 2.0
 INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generator")
 
 ImageInput = torch.Tensor | np.ndarray | Image.Image | str | Path | Sequence[Any]
@@ -153,6 +156,8 @@ class EETModel(nn.Module):
             )
         if not images.is_floating_point():
             raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}")
+        if not torch.isfinite(images).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
         lo, hi = float(images.min()), float(images.max())
         if lo < -1.01 or hi > 1.01:
             raise ValueError(f"{name} must hold values in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
@@ -268,9 +273,10 @@ class EETModel(nn.Module):
             or not math.isfinite(strength)
         ):
             raise ValueError(f"strength must be a finite number, got {strength!r}")
-        if strength < 0:
+        if not 0 <= strength <= MAX_STRENGTH:
             raise ValueError(
-                f"strength must be >= 0 (0: the target's own expression, 1: the source's), got {strength}"
+                f"strength must be from 0 (the target's own expression) to {MAX_STRENGTH:g} (1: the source's, "
+                f"above 1 exaggerated), got {strength}"
             )
         if aus is None:
             selected = set(self.aus)

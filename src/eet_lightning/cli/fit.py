@@ -19,7 +19,9 @@ from typing import Any, Literal
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import pytorch_lightning as pl  # noqa: E402
+import yaml  # noqa: E402
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser  # noqa: E402
+from lightning_fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from eet_lightning.base import LossWeights, Variant  # noqa: E402
@@ -126,6 +128,7 @@ def build_parser() -> ArgumentParser:
             "limit_train_batches",
             "plugins",
         },
+        instantiate=False,  # the options only: each stage builds its own Trainer from them
     )
     return parser
 
@@ -147,7 +150,37 @@ def resolve_config_names(args: Sequence[str]) -> list[str]:
         else:
             names = sorted(p.name for p in BUNDLED_CONFIGS.glob("*.yaml"))
             raise FitError(f"config file not found: {value} (bundled configs: {', '.join(names)})")
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            check_config_file(Path(out[i + 1]))
+        elif arg.startswith("--config="):
+            check_config_file(Path(arg.split("=", 1)[1]))
     return out
+
+
+def check_config_file(path: Path) -> None:
+    """A config is a UTF-8 YAML file holding a mapping: anything else is one message naming the file (the
+    parser's own report would not name it)."""
+    if path.is_dir():
+        raise FitError(f"--config {path} is a folder; expected a YAML file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FitError(
+            f"--config {path} is not UTF-8 text (byte {err.start}); expected a YAML file"
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise FitError(f"--config {path} is not valid YAML ({problem}{where})") from None
+    if not isinstance(loaded, dict):
+        raise FitError(
+            f"--config {path} holds a {type(loaded).__name__}; expected a mapping of options "
+            "(data:, model:, stage1:, stage2:, trainer:)"
+        )
 
 
 def make_logger(kind: str, run_dir: Path, stage: str, project: str) -> Any:
@@ -230,15 +263,6 @@ def _resume_path(run_dir: Path, stage: str, resume: bool) -> str | None:
     return None
 
 
-def _first_reason(message: str) -> str:
-    """jsonargparse wraps a constructor's error (e.g. a DataModule's missing root) in a multi-line report
-    on the union of allowed types; the constructor's own message is the first item of its list."""
-    for line in message.splitlines():
-        if line.startswith("  - "):
-            return line[4:].strip()
-    return message
-
-
 def _positive(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise FitError(f"{name} must be a positive finite number, got {value!r}")
@@ -312,7 +336,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     try:
         init = parser.instantiate_classes(cfg)
     except ValueError as err:
-        raise FitError(_first_reason(str(err))) from err
+        raise FitError(_one_line(err)) from err
     data: EETDataModule = init.data
     info = data.info
     model_opts: ModelOptions = init.model
@@ -358,6 +382,15 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             stage1_ckpt, 1, "--stage2.stage1_ckpt" if s2.stage1_ckpt else "stage 2's stage-1 file"
         )
 
+    # the Trainers now: a bad trainer option (an accelerator this machine lacks, devices 0) is refused
+    # before anything is written
+    grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
+    try:
+        trainer1 = _trainer(cfg, s1, run_dir, "stage1", []) if "1" in stages else None
+        trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids]) if "2" in stages else None
+    except MisconfigurationException as err:
+        raise FitError(f"trainer: {err}") from None
+
     if _takes_run_lock():
         lock = RunLock(run_dir)
         lock.acquire()  # held until the process ends: a second eet-fit on this folder refuses
@@ -379,7 +412,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             betas=tuple(s1.betas),
             detach_discriminator_inputs=s1.detach_discriminator_inputs,
         )
-        trainer1 = _trainer(cfg, s1, run_dir, "stage1", [])
+        assert trainer1 is not None
         trainer1.fit(module1, datamodule=data, ckpt_path=resume1, weights_only=True)
         written["stage1"] = run_dir / "stage1" / "last.ckpt"
 
@@ -395,8 +428,7 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
             train_au_encoder_on_generated=s2.train_au_encoder_on_generated,
             train_feature_discriminators=s2.train_feature_discriminators,
         )
-        grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
-        trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids])
+        assert trainer2 is not None
         trainer2.fit(module2, datamodule=data, ckpt_path=resume2, weights_only=True)
         written["stage2"] = run_dir / "stage2" / "last.ckpt"
         if trainer2.is_global_zero:
@@ -415,17 +447,25 @@ def write_test_grid(module: Stage2Module, data: EETDataModule, path: Path, pairs
 
 
 def _one_line(err: BaseException) -> str:
-    """The error as one line: jsonargparse's reports on a union of types span many lines, of which the
-    first names the option and the first listed reason says what was wrong."""
+    """The error as one line. jsonargparse's reports on a union of types span many lines: the first names
+    the option, the first listed reason (with its indented continuation) says what was wrong."""
     if isinstance(err, OSError) and err.filename and err.strerror:
         return f"{err.filename}: {err.strerror}"
-    text = str(err).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
     if len(lines) <= 1:
-        return text
-    reasons = [line[2:].strip() for line in lines[1:] if line.startswith("- ")]
-    head = lines[0].rstrip(":")
-    return f"{head}: {reasons[0]}" if reasons else " ".join(lines)
+        return str(err).strip()
+    head = lines[0].strip().rstrip(":")
+    for i, line in enumerate(lines[1:], 1):
+        if line.lstrip().startswith("- "):
+            indent = len(line) - len(line.lstrip())
+            reason = [line.strip()[2:]]
+            for more in lines[i + 1 :]:
+                if len(more) - len(more.lstrip()) <= indent:
+                    break
+                reason.append(more.strip())
+            text = " ".join([*(part.rstrip(":") + ":" for part in reason[:-1]), reason[-1]])
+            return text if head.startswith("Does not validate") else f"{head}: {text}"
+    return " ".join(line.strip() for line in lines)
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -59,7 +59,7 @@ from eet_lightning.data.images import (  # noqa: E402
     write_bytes_atomic,
     write_image_atomic,
 )
-from eet_lightning.model import EETModel  # noqa: E402
+from eet_lightning.model import MAX_STRENGTH, EETModel  # noqa: E402
 from eet_lightning.runtime import tune_for_cli  # noqa: E402
 
 PROG = "eet-transfer"
@@ -68,9 +68,6 @@ PROG = "eet-transfer"
 MASK_CENTER = (0.5, 0.54)
 MASK_AXES = (0.32, 0.40)
 MASK_FEATHER = 0.25
-# --strength: 0 keeps the target's own expression, 1 is the plain swap, above 1 exaggerates; far above, G
-# is fed features it never saw and paints saturated noise (1e6 did), so the CLI stops at twice the swap.
-MAX_STRENGTH = 2.0
 MAX_SMOOTH = 1000  # --smooth: frames averaged (the edges are padded with that many copies)
 
 # What a run leaves in --out besides its outputs: the record of the job (settings, output names), and
