@@ -95,7 +95,10 @@ def test_eet_evaluate_bad_input(tiny_run: Path, tmp_path: Path, capsys) -> None:
         (["--protocol", "identity"], "identity scoring needs --face-weights FILE"),
         (["--protocol", "identity", "--face-weights", str(tiny_run / "config.yaml")], "--face-weights"),
         (["--protocol", "expression"], "needs --au-estimator CKPT or --openface CSV"),
-        (["--protocol", "identity", "--identity-pairs", "0"], "--identity-pairs must be a whole number from 1 to 1,000,000, got 0"),
+        (
+            ["--protocol", "identity", "--identity-pairs", "0"],
+            "--identity-pairs must be a whole number from 1 to 1,000,000, got 0",
+        ),
         (["--protocol", "expression", "--openface", str(tmp_path / "of.csv")], "--openface: no such file"),
     ]
     (tmp_path / "empty.csv").write_text("frame, success, AU01_r\n1, 1, 0.5\n")

@@ -75,6 +75,7 @@ class Source:
     faces: list[Face]
     label_file: Path | None = None  # the label file the frame numbers come from (named in errors)
     expected_frames: int | None = None  # frames the label file describes (videos)
+    frame_size: tuple[int, int] | None = None  # (width, height) the video declares, when a reader read it
 
 
 @dataclass
@@ -172,14 +173,20 @@ def label_with_openface(sources: list[Source], opts: Options) -> list[tuple[str,
 # Reading frames
 
 
-def video_frame_count(path: Path) -> int:
+def video_info(path: Path) -> tuple[int, tuple[int, int]]:
+    """(frame count, (width, height)) as the video's container declares them (0 where it does not)."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise PrepareError(f"{path}: cannot open the video")
-        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), size
     finally:
         cap.release()
+
+
+def video_frame_count(path: Path) -> int:
+    return video_info(path)[0]
 
 
 def iter_video_frames(src: Source, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -270,17 +277,13 @@ def _image_size(path: Path) -> tuple[int, int]:
     return w, h
 
 
-def _video_size(path: Path) -> tuple[int, int]:
+def _video_size(src: Source) -> tuple[int, int]:
     """(width, height) of a video's frames as its container declares them (0, 0 when it does not)."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise PrepareError(f"{path}: cannot open the video")
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    finally:
-        cap.release()
+    w, h = src.frame_size if src.frame_size is not None else video_info(src.path)[1]
     if w * h > MAX_IMAGE_PIXELS:
-        raise PrepareError(f"{path}: {w} x {h} pixel frames are more than the {MAX_IMAGE_PIXELS:,} allowed")
+        raise PrepareError(
+            f"{src.path}: {w} x {h} pixel frames are more than the {MAX_IMAGE_PIXELS:,} allowed"
+        )
     return w, h
 
 
@@ -292,7 +295,7 @@ def check_sources(sources: Sequence[Source], opts: Options) -> dict[Path, str]:
     hint = "; --skip-unreadable skips and counts such files"
     for src in sources:
         try:
-            w, h = _image_size(src.path) if src.kind == "image" else _video_size(src.path)
+            w, h = _image_size(src.path) if src.kind == "image" else _video_size(src)
         except ImageReadError as err:
             if opts.skip_unreadable:
                 skip[src.path] = "unreadable"

@@ -23,7 +23,7 @@ from eet_lightning.data.prepare.common import (
     PrepareError,
     Source,
     split_by_subjects,
-    video_frame_count,
+    video_info,
 )
 
 DISFA_TEST_SUBJECTS: tuple[str, ...] = (
@@ -100,7 +100,7 @@ def read(opts: Options) -> list[Source]:
         label_dir = find_label_dir(root)
     sources: list[Source] = []
     for subject, video in videos.items():
-        frames = video_frame_count(video)
+        frames, frame_size = video_info(video)
         label_file = None
         aus = None
         if own_labels:
@@ -132,7 +132,9 @@ def read(opts: Options) -> list[Source]:
             )
             for frame in range(1, count + 1, opts.every)
         ]
-        sources.append(Source(video, "video", faces, label_file=label_file, expected_frames=count))
+        sources.append(
+            Source(video, "video", faces, label_file=label_file, expected_frames=count, frame_size=frame_size)
+        )
     test = list(opts.test_subjects) if opts.test_subjects else [s for s in DISFA_TEST_SUBJECTS if s in videos]
     if not test:
         raise PrepareError(

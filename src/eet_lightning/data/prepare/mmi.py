@@ -26,7 +26,7 @@ from eet_lightning.data.prepare.common import (
     Source,
     choose_test_subjects,
     split_by_subjects,
-    video_frame_count,
+    video_info,
 )
 
 MMI_TEST_FRACTION = 18757 / (173374 + 18757)
@@ -78,14 +78,14 @@ def read(opts: Options) -> list[Source]:
         subject = f"{int(subject):03d}" if subject.isdigit() else subject
         base = f"{subject}/{folder.name}_{media.stem}"
         if media.suffix.lower() in VIDEO_SUFFIXES:
-            count = video_frame_count(media)
+            count, frame_size = video_info(media)
             if count <= 0:
                 raise PrepareError(f"{media}: cannot tell how many frames the video has")
             faces = [
                 Face(key=f"{base}_{frame:05d}", subject=subject, frame=frame)
                 for frame in range(1, count + 1, opts.every)
             ]
-            sources.append(Source(media, "video", faces, expected_frames=count))
+            sources.append(Source(media, "video", faces, expected_frames=count, frame_size=frame_size))
         else:
             sources.append(Source(media, "image", [Face(key=base, subject=subject)]))
     faces = [f for s in sources for f in s.faces]
