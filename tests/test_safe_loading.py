@@ -96,6 +96,12 @@ def test_every_entry_point_refuses_a_crafted_checkpoint(tiny_run: Path, tmp_path
     assert "was refused" in capsys.readouterr().err
     assert sorted(p.name for p in resumed.iterdir()) == before
 
+    from eet_lightning.cli import export
+
+    exported = tmp_path / "shared.safetensors"
+    assert export.main(["--ckpt", str(path), "--out", str(exported)]) == 2
+    assert "was refused" in capsys.readouterr().err and not exported.exists()
+
     scorer, marker_scorer = _crafted(tmp_path, name="scorer.ckpt")
     with pytest.raises(ScorerError, match="was refused"):
         load_scorer(scorer, "au")

@@ -6,15 +6,26 @@ read with ``torch.load(weights_only=True)``: only tensors and plain values (dict
 numbers, booleans, None) load, anything else is refused before it is built. The library's own
 checkpoints hold nothing else (the hyper-parameters are stored as plain dicts, see
 `EETBase.store_plain_hparams`), so a file that needs more is not one of ours, or was altered.
+
+The weights a user shares can also be a ``.safetensors`` file (`write_weights`, ``eet-export``): tensors and
+a JSON header only, no pickle at all; `load_checkpoint` reads it into the same dictionary form as a
+checkpoint (``eet_stage``, ``hyper_parameters``, ``state_dict``), so everything that loads an `EETModel`
+takes either.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+WEIGHTS_FORMAT = "eet-lightning-weights/1"  # the safetensors header's "format" entry
 
 
 class UnsafeCheckpointError(ValueError):
@@ -32,13 +43,15 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such checkpoint file: {path}")
     with open(path, "rb") as fh:
-        head = fh.read(4)
-    # torch.save writes a zip archive (since PyTorch 1.6) or, in the legacy format, a pickle (protocol 2+
-    # starts with 0x80); anything else is not a checkpoint at all (a text file, an image, an empty file)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        kind = "an empty file" if not head else "neither a zip archive nor a pickle"
+        head = fh.read(9)
+    kind = checkpoint_kind(head)
+    if kind == "safetensors":
+        return _read_weights(path, what)
+    if kind is None:
+        found = "an empty file" if not head else "neither a zip archive, a pickle nor a safetensors file"
         raise ValueError(
-            f"{what}: {path} is not a readable PyTorch checkpoint ({kind}); expected a checkpoint written by eet-fit"
+            f"{what}: {path} is not a readable PyTorch checkpoint ({found}); expected a checkpoint written by "
+            "eet-fit or weights written by eet-export"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -56,3 +69,70 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
         raise ValueError(
             f"{what}: {path} is not a readable PyTorch checkpoint (truncated or damaged: {reason})"
         ) from None
+
+
+def checkpoint_kind(head: bytes) -> str | None:
+    """What a file's first 9 bytes say it is: "zip" (torch.save since PyTorch 1.6), "pickle" (torch.save's
+    legacy format; protocol 2 and above start with 0x80), "safetensors" (an 8-byte little-endian header
+    length, then the JSON header's ``{``), or None (anything else: text, an image, an empty file)."""
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return None
+
+
+def _read_weights(path: Path, what: str) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open has no iteration)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{what}: {path} is not a readable safetensors file ({err})") from None
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(
+            f"{what}: {path} is a safetensors file but not eet-lightning weights (its header names format "
+            f"{meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}; write one with eet-export)"
+        )
+    try:
+        hparams = json.loads(meta["hyper_parameters"])
+        stage = int(meta["eet_stage"])
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{what}: {path} has a damaged header ({err})") from None
+    return {"eet_stage": stage, "hyper_parameters": hparams, "state_dict": tensors}
+
+
+def write_weights(ckpt: dict[str, Any], path: str | Path, parts: Iterable[str]) -> Path:
+    """Write the tensors of ``ckpt["state_dict"]`` under ``parts`` (top-level module names) and the
+    checkpoint's hyper-parameters and stage to a ``.safetensors`` file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    parts = tuple(parts)
+    tensors = {
+        k: v.detach().cpu().contiguous() for k, v in ckpt["state_dict"].items() if k.split(".")[0] in parts
+    }
+    if not tensors:
+        raise ValueError(f"the checkpoint holds no weights of {list(parts)}")
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        "eet_stage": str(int(ckpt["eet_stage"])),
+        "hyper_parameters": json.dumps(ckpt["hyper_parameters"], sort_keys=True),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from eet_lightning.checkpoint_io import checkpoint_kind  # noqa: E402
 from eet_lightning.data.faces import Detection, FaceAligner, FaceAlignment, align_to_template, warp_back  # noqa: E402
 from eet_lightning.data.images import (  # noqa: E402
     IMAGE_SUFFIXES,
@@ -860,11 +861,10 @@ def _ckpt_sha256(path_str: str) -> str:
         raise TransferError(f"--ckpt {path}: no such checkpoint file")
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        head = fh.read(4)
-        # torch.save writes a zip archive (or, with the legacy format, a pickle): anything else is some other
-        # file, which torch.load would call unsafe (it fails to unpickle it) rather than foreign
-        if head[:2] != b"PK" and head[:1] != b"\x80":
-            what = "an empty file" if not head else "neither a zip archive nor a pickle"
+        head = fh.read(9)
+        # anything but a checkpoint or exported weights is refused here, before it is hashed or loaded
+        if checkpoint_kind(head) is None:
+            what = "an empty file" if not head else "neither a zip archive, a pickle nor a safetensors file"
             raise TransferError(f"--ckpt {path}: not a PyTorch checkpoint file ({what})")
         digest.update(head)
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -1,0 +1,87 @@
+"""`eet-export`: the weights a trained EET needs for transfer, as a file that is safe to share.
+
+eet-export --ckpt runs/synthetic/stage2/last.ckpt --out eet-synthetic.safetensors
+
+A stage-2 checkpoint holds the discriminators, the frozen stage-1 parts and the optimizers' state besides
+the transfer networks, and it is a pickle (this library reads checkpoints with ``weights_only=True``, but
+other tools may not). The export keeps E, Ef, Er and G with the hyper-parameters in a safetensors file:
+tensors and a JSON header, nothing that could run code, about a fifth of the checkpoint's size.
+`EETModel.load_from_checkpoint`, ``eet-transfer --ckpt`` and ``eet-evaluate --ckpt`` take it as they take
+the checkpoint, with the same results. Bad input ends in one line ``eet-export: error: ...``, exit status 2,
+nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from eet_lightning.checkpoint_io import write_weights
+from eet_lightning.model import INFERENCE_PARTS
+from eet_lightning.stage2 import read_checkpoint
+
+PROG = "eet-export"
+
+
+class ExportError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise ExportError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Export a trained EET's transfer weights to a safetensors file.")
+    p.add_argument("--ckpt", required=True, help="stage-2 checkpoint (e.g. runs/synthetic/stage2/last.ckpt)")
+    p.add_argument("--out", required=True, help="output file, ending in .safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    return p
+
+
+def export(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write ``ckpt``'s transfer weights (E, Ef, Er, G) and hyper-parameters to ``out`` (.safetensors)."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ExportError(f"--out {out}: the file name must end in .safetensors")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; expected a file name ending in .safetensors")
+    if out.exists() and not overwrite:
+        raise ExportError(f"--out {out} exists; pass --overwrite to replace it")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ExportError(f"--out {out} cannot be created: {parent} is a file")
+    try:
+        loaded = read_checkpoint(ckpt, 2, "--ckpt")
+    except (OSError, ValueError) as err:
+        raise ExportError(str(err)) from None
+    if not isinstance(loaded.get("hyper_parameters"), dict) or not isinstance(loaded.get("state_dict"), dict):
+        raise ExportError(f"--ckpt {ckpt}: not a complete eet-lightning stage-2 checkpoint")
+    try:
+        return write_weights(loaded, out, INFERENCE_PARTS)
+    except ValueError as err:
+        raise ExportError(f"--ckpt {ckpt}: {err}") from None
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        parsed = build_parser().parse_args(argv)
+        path = export(parsed.ckpt, parsed.out, parsed.overwrite)
+    except ExportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, no permission: nothing is left behind (the write is atomic)
+        where = err.filename or "--out"
+        print(f"{PROG}: error: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    size = path.stat().st_size / 2**20
+    print(f"{PROG}: wrote {path} ({size:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
