@@ -259,3 +259,22 @@ def test_rerun_removes_only_its_own_temporary_files(
     for p in keep:
         p.unlink()
     _assert_finished_as_reference(out, reference)
+
+
+def test_a_second_run_on_the_same_out_refuses(photos: Path, tmp_path: Path, capsys) -> None:
+    """While one eet-prepare writes into --out (its lock held), another on the same folder refuses with one
+    line and touches nothing; once the first is done the lock file is gone and a run goes through."""
+    from eet_lightning.run_lock import RunLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = RunLock(out, "eet-prepare", common.LOCK_NAME, "--out")
+    held.acquire()
+    try:
+        rc, _, err = run_in_process(prepare, _args(photos, out), capsys)
+    finally:
+        held.release(remove=True)
+    assert_one_clear_error("eet-prepare", rc, err, str(out), "in use by another eet-prepare", "--out")
+    assert list(out.iterdir()) == []
+    assert prepare(_args(photos, out)) == 0
+    assert not (out / common.LOCK_NAME).exists() and (out / "manifest.csv").is_file()

@@ -26,8 +26,21 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
+from eet_lightning.run_lock import LOCK_NAME, RunLock, RunLockedError
+
+__all__ = [
+    "LOCK_NAME",
+    "TEMP_PREFIX",
+    "AtomicCheckpointIO",
+    "RNGStateCallback",
+    "RunLock",
+    "RunLockedError",
+    "remove_stale_temporaries",
+    "rng_states",
+    "set_rng_states",
+]
+
 TEMP_PREFIX = ".eet-tmp-"  # temporary checkpoint files: .eet-tmp-<final name>-<random>.tmp
-LOCK_NAME = ".eet-fit.lock"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -46,6 +59,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
+        except OSError as err:  # a full disk, a quota: reported against the checkpoint's own name
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(
+                err.errno, f"could not save the checkpoint ({err.strerror or err})", str(path)
+            ) from err
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -138,52 +156,3 @@ class RNGStateCallback(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "rng" in state_dict:
             set_rng_states(state_dict["rng"])
-
-
-class RunLockedError(RuntimeError):
-    """Another process is training in this run folder."""
-
-
-class RunLock:
-    """An exclusive, non-blocking advisory lock on ``<run_dir>/.eet-fit.lock``.
-
-    Held for as long as the process keeps the object (the kernel drops it when the process ends, however it
-    ends). Where ``fcntl`` does not exist (Windows) the lock is not taken.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            who = f" (process {holder})" if holder else ""
-            raise RunLockedError(
-                f"{self.path.parent} is in use by another eet-fit{who}; wait for it to finish or choose "
-                "another --run_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

@@ -3,6 +3,7 @@ labels), subject splits, and the run that aligns, writes, resumes and summarises
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,9 @@ from eet_lightning.data.manifest import (
     write_summary,
 )
 from eet_lightning.data.openface import OpenFaceLabels
+from eet_lightning.run_lock import RunLock, RunLockedError
 
+LOCK_NAME = ".eet-prepare.lock"  # held while a run writes (removed when it ends)
 STATE_DIR = ".eet-prepare"  # the resume journal of an unfinished run
 FORMAT_VERSION = 1
 # MTCNN looks for faces of at least this many pixels, in images shrunk to at most MAX_DETECT_SIDE for
@@ -320,7 +323,7 @@ def check_sources(sources: Sequence[Source], opts: Options) -> dict[Path, str]:
 
 def _is_ours(out: Path) -> bool:
     names = {p.name for p in out.iterdir()}
-    return not names or bool(names & {STATE_DIR, MANIFEST_NAME, SUMMARY_NAME})
+    return not names or bool(names & {STATE_DIR, MANIFEST_NAME, SUMMARY_NAME, LOCK_NAME})
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -488,7 +491,32 @@ def run_prepare(
 
     Every input is checked before the first write; a failure after it leaves either nothing (no face
     finished) or a journal that the same command resumes from. A kill leaves at most temporary files,
-    which the next run removes."""
+    which the next run removes. While it writes, ``out`` is locked: a second run on it refuses."""
+    with contextlib.ExitStack() as cleanup:
+        return _run_prepare(reader, opts, out, overwrite, progress, batch_size, log, cleanup)
+
+
+def _lock(out: Path, cleanup: contextlib.ExitStack) -> None:
+    """Lock ``out`` for this run (`PrepareError` when another run holds it); released, and the lock file
+    removed, when the run returns or fails."""
+    lock = RunLock(out, "eet-prepare", LOCK_NAME, "--out")
+    try:
+        lock.acquire()
+    except RunLockedError as err:
+        raise PrepareError(str(err)) from None
+    cleanup.callback(lock.release, remove=True)
+
+
+def _run_prepare(
+    reader: Reader,
+    opts: Options,
+    out: Path,
+    overwrite: bool,
+    progress: bool,
+    batch_size: int,
+    log: Callable[[str], None],
+    cleanup: contextlib.ExitStack,
+) -> Result:
     start = time.time()
     out = Path(out)
     if batch_size < 1:
@@ -498,7 +526,8 @@ def run_prepare(
     if not overwrite and (out / MANIFEST_NAME).is_file() and (out / SUMMARY_NAME).is_file():
         previous = _previous_summary(out)
         if previous.get("settings") == settings:
-            # a run killed while tidying up may have left its journal or temporary files behind
+            # a run killed while tidying up may have left its journal, temporary files or lock file behind
+            _lock(out, cleanup)
             shutil.rmtree(out / STATE_DIR, ignore_errors=True)
             remove_leftovers(out)
             log(f"eet-prepare: {out} is already finished with these settings; nothing to do")
@@ -535,6 +564,7 @@ def run_prepare(
     journal = None
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _lock(out, cleanup)  # before anything in --out is touched
         if overwrite:
             clear_output(out)
         remove_leftovers(out)
