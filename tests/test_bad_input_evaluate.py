@@ -269,7 +269,7 @@ def config_unknown_key(w: Work):
 def config_malformed(w: Work):
     path = w.inputs / "malformed.yaml"
     path.write_text("data: {class_path: [unclosed\n")
-    return w.args(config=path), ("--config", str(path), "not a readable YAML file", "line 2")
+    return w.args(config=path), ("--config", str(path), "is not valid YAML", "line 2")
 
 
 def config_wrong_type(w: Work):
@@ -280,7 +280,7 @@ def config_wrong_type(w: Work):
 def config_not_a_mapping(w: Work):
     path = w.inputs / "list.yaml"
     path.write_text("- data\n- model\n")
-    return w.args(config=path), ("--config", str(path), "expected a YAML mapping")
+    return w.args(config=path), ("--config", str(path), "expected a mapping")
 
 
 def config_negative_count(w: Work):

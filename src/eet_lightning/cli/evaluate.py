@@ -115,26 +115,12 @@ def _load_data(config: str, overrides: Sequence[str]) -> Any:
     parser = build_parser()
     parser.exit_on_error = False  # one line from us instead of jsonargparse's usage dump and exit
     try:
+        # finds bundled configs by name and checks the file is UTF-8 YAML holding a mapping
         argv = resolve_config_names(["--config", config, *overrides])
     except FitError as err:
-        raise EvaluateError(f"--config {config}: {err}") from err
-    path = Path(argv[1])
-    if path.is_dir():
-        raise EvaluateError(f"--config {config} is a folder; expected an eet-fit YAML file")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
-        where = (
-            f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
-            if mark and problem
-            else _first_line(err)
-        )
-        raise EvaluateError(f"--config {config}: not a readable YAML file ({where})") from err
-    if not isinstance(values, dict):
         raise EvaluateError(
-            f"--config {config}: expected a YAML mapping of eet-fit options (data, model, ...)"
-        )
+            str(err) if str(err).startswith("--config") else f"--config {config}: {err}"
+        ) from err
     try:
         cfg = parser.parse_args(argv)
     except FitError as err:
