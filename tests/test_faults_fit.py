@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bad_input import assert_one_clear_error
 from eet_lightning.cli.fit import main
 from eet_lightning.durability import LOCK_NAME, TEMP_PREFIX, RunLock
 
@@ -164,23 +165,34 @@ def test_a_second_run_on_the_same_folder_refuses(tiny_config: Path, tmp_path: Pa
     assert main(["--config", str(tiny_config), "--run_dir", str(run_dir), "--stage", "1"]) == 0
 
 
-def test_two_processes_started_together_one_refuses(tiny_config: Path, tmp_path: Path) -> None:
+def test_a_second_process_refuses_while_the_first_trains(tiny_config: Path, tmp_path: Path) -> None:
+    """A real eet-fit holds the lock (a long stage 1); a second started on the same folder refuses with one
+    line naming the first's process; once the first is killed (-9) the lock is free again."""
     run_dir = tmp_path / "run"
-    cmd = _fit_command(tiny_config, run_dir, "--stage", "1")
-    procs = [
-        subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
-    ]
-    results = [(p.wait(), p.communicate()[1].decode()) for p in procs]
-    codes = sorted(rc for rc, _ in results)
-    assert codes == [0, 2], results
-    refused = next(err for rc, err in results if rc == 2)
-    assert "in use by another eet-fit" in refused and "Traceback" not in refused
-    assert sorted(p.name for p in (run_dir / "stage1").iterdir()) == [
-        "epoch001.ckpt",
-        "epoch003.ckpt",
-        "epoch005.ckpt",
-        "last.ckpt",
-    ]
+    first = subprocess.Popen(
+        _fit_command(tiny_config, run_dir, "--stage", "1", "--stage1.max_epochs", "100000"),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lock = run_dir / LOCK_NAME
+    try:
+        while not (lock.is_file() and lock.read_text() == str(first.pid)):
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.05)
+        second = subprocess.run(
+            _fit_command(tiny_config, run_dir, "--stage", "1"), env=_env(), capture_output=True, text=True
+        )
+        assert first.poll() is None, "the first run ended before the second reached the lock"
+    finally:
+        first.kill()
+        first.wait()
+    assert_one_clear_error(
+        "eet-fit", second.returncode, second.stderr, "in use by another eet-fit", str(first.pid)
+    )
+    free = RunLock(run_dir)
+    free.acquire()  # kill -9 released it
+    free.release()
 
 
 def test_unreadable_last_checkpoint_names_the_way_out(tiny_config: Path, tmp_path: Path, capsys) -> None:

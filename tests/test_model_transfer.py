@@ -91,7 +91,7 @@ def test_au_list_and_strength_are_checked(model: EETModel, faces) -> None:
         model.transfer(a, b, aus=["AU12"])
     with pytest.raises(ValueError, match="AU numbers"):
         model.transfer(a, b, aus=12)
-    with pytest.raises(ValueError, match="strength must be >= 0"):
+    with pytest.raises(ValueError, match="strength must be from 0"):
         model.transfer(a, b, strength=-0.5)
     with pytest.raises(ValueError, match="finite"):
         model.transfer(a, b, strength=float("nan"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -312,6 +313,14 @@ def _check_run_dir(run_dir: Path) -> None:
         raise FitError(f"--run_dir {run_dir} cannot be written: no write permission in {first}")
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` (itself included) that does not exist yet; None when it exists."""
+    top = None
+    while not path.exists():
+        top, path = path, path.parent
+    return top
+
+
 def _takes_run_lock() -> bool:
     """Only the launching process locks the run folder (DDP's other ranks run inside its lock)."""
     rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
@@ -374,27 +383,38 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     if cfg.grid_pairs < 1:
         raise FitError(f"--grid_pairs must be >= 1, got {cfg.grid_pairs}")
     _check_run_dir(run_dir)
-    resume1 = _resume_path(run_dir, "stage1", cfg.resume) if "1" in stages else None
-    resume2 = _resume_path(run_dir, "stage2", cfg.resume) if "2" in stages else None
-    if "2" in stages and resume2 is None and "1" not in stages:
+    resuming2 = cfg.resume and (run_dir / "stage2" / "last.ckpt").is_file()
+    if "2" in stages and not resuming2 and "1" not in stages:
         # the stage-1 file stage 2 starts from: read (safely) and checked now, before anything is written
         read_checkpoint(
             stage1_ckpt, 1, "--stage2.stage1_ckpt" if s2.stage1_ckpt else "stage 2's stage-1 file"
         )
 
-    # the Trainers now: a bad trainer option (an accelerator this machine lacks, devices 0) is refused
-    # before anything is written
-    grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
-    try:
-        trainer1 = _trainer(cfg, s1, run_dir, "stage1", []) if "1" in stages else None
-        trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids]) if "2" in stages else None
-    except MisconfigurationException as err:
-        raise FitError(f"trainer: {err}") from None
-
-    if _takes_run_lock():
-        lock = RunLock(run_dir)
+    # Under the lock (another run may be writing the folder): what the folder holds, then the Trainers
+    # (a bad trainer option, such as an accelerator this machine lacks, is refused here). A refusal leaves
+    # the folder as it was: a folder or lock file made for this run is removed again.
+    created = _first_missing(run_dir)
+    lock = RunLock(run_dir) if _takes_run_lock() else None
+    lock_existed = lock is not None and lock.path.exists()
+    if lock is not None:
         lock.acquire()  # held until the process ends: a second eet-fit on this folder refuses
         _LOCKS.append(lock)
+    try:
+        resume1 = _resume_path(run_dir, "stage1", cfg.resume) if "1" in stages else None
+        resume2 = _resume_path(run_dir, "stage2", cfg.resume) if "2" in stages else None
+        grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
+        try:
+            trainer1 = _trainer(cfg, s1, run_dir, "stage1", []) if "1" in stages else None
+            trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids]) if "2" in stages else None
+        except MisconfigurationException as err:
+            raise FitError(f"trainer: {err}") from None
+    except BaseException:
+        if lock is not None:
+            _LOCKS.remove(lock)
+            lock.release(remove=not lock_existed)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     for stage in ("stage1", "stage2"):
         remove_stale_temporaries(run_dir / stage)  # what a killed save left behind
     parser.save(cfg, run_dir / "config.yaml", overwrite=True, skip_check=True)
