@@ -71,8 +71,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -80,7 +78,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from eet_lightning.model import EETModel  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
 from eet_lightning.nets.blocks import _SpectralNormMixin  # noqa: E402
-from eet_lightning.runtime import tune_cpu_allocator  # noqa: E402
+from eet_lightning.runtime import configure_process, tune_cpu_allocator  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
 
@@ -789,6 +787,7 @@ def parse_list(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -10,13 +10,10 @@ The issue asks that loading is at least 5x faster than one full-size training st
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -26,6 +23,7 @@ from eet_lightning.aus import DISFA_AUS  # noqa: E402
 from eet_lightning.cli.prepare import main as prepare  # noqa: E402
 from eet_lightning.data import synthetic as R  # noqa: E402
 from eet_lightning.datamodules import FolderDataModule  # noqa: E402
+from eet_lightning.runtime import configure_process  # noqa: E402
 
 
 def write_photos(root: Path, count: int, seed: int = 0) -> None:
@@ -119,6 +117,7 @@ def time_training_step(batch: dict, repeats: int = 2) -> float:
 
 
 def main() -> None:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

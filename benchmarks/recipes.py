@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import bench_configs, stage2_step, time_calls  # noqa: E402
 
-from eet_lightning.runtime import tune_for_cli  # noqa: E402
+from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
 
 # name -> (arch options, loss weights, stage-2 options) on top of configs/synthetic.yaml with the editing
 # options switched off (today's recipe: generator_output "image")
@@ -42,6 +42,7 @@ RECIPES: dict[str, tuple[dict, dict, dict]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5, help="rounds of timed calls (each recipe in turn)")
     p.add_argument("--calls", type=int, default=3, help="timed calls of each recipe per round")

@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 from eet_lightning import EETModel
-from eet_lightning.base import VARIANTS
 from eet_lightning.cli import fit
 from eet_lightning.cli.evaluate import EvaluateError, _load_data
+from eet_lightning.datamodules import SyntheticDataModule
 from eet_lightning.evaluation import protocols as P
 from eet_lightning.evaluation.scorers import ScorerError, ScorerOptions, load_scorer, train_scorer
 from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces
+from eet_lightning.runtime import configure_process
+from eet_lightning.variants import VARIANTS
 
 NAMES = {"b_net": "B-Net", "bs_net": "BS-Net", "eet_single": "EET-Single", "eet": "EET"}
 TABLE_ORDER = ("b_net", "bs_net", "eet_single", "eet")
@@ -52,6 +54,7 @@ def ablation_table(rows: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="an eet-fit config on the synthetic faces")
     p.add_argument("--run_dir", required=True, help="one sub-folder per variant, plus scorers/")
@@ -63,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     try:
         data = _load_data(args.config, [a for a in fit_args if a.startswith("--data.")])
-        if (
-            P.PAPER_SETTINGS.get(type(data).__name__.lower().replace("datamodule", ""))
-            is not P.PAPER_SETTINGS["synthetic"]
-        ):
+        if not isinstance(data, SyntheticDataModule):
             raise EvaluateError(f"{args.config} does not train on the synthetic faces")
         for v in args.variants:
             rc = fit.main(

@@ -21,6 +21,7 @@ import yaml
 
 from eet_lightning.evaluation.disentanglement import format_report, score_disentanglement
 from eet_lightning.evaluation.synthetic import load_synthetic_run
+from eet_lightning.runtime import configure_process
 
 MIN_FACES = 8
 
@@ -36,6 +37,7 @@ def _positive_float(value: str, flag: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     p = argparse.ArgumentParser(
         prog="disentanglement", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -19,9 +19,11 @@ from pathlib import Path
 import yaml
 
 from eet_lightning.evaluation.synthetic import format_report, load_synthetic_run, score_transfer
+from eet_lightning.runtime import configure_process
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="stage-2 checkpoint")
     p.add_argument("--config", required=True, help="the run's config.yaml (for the synthetic data settings)")

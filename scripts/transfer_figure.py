@@ -26,6 +26,7 @@ from eet_lightning import DISFA_AUS, EETModel
 from eet_lightning.datamodules.synthetic import render_records
 from eet_lightning.evaluation.synthetic import load_synthetic_run
 from eet_lightning.nets.modules import FLOW_RANGE
+from eet_lightning.runtime import configure_process
 
 DIFF_GAIN = 4  # differences between generated images are small; shown four times brighter
 # lip corner puller, lip corner depressor, chin raiser, lip stretcher, lips part, jaw drop
@@ -89,6 +90,7 @@ def compose(columns: dict[str, np.ndarray], scale: int = 2, header: int = 18, ga
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="stage-2 checkpoint trained on the synthetic faces")
     p.add_argument("--config", required=True, help="the run's config.yaml (for the synthetic data settings)")

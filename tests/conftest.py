@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+from eet_lightning.runtime import configure_process
+
 os.environ.setdefault("WANDB_MODE", "offline")
 # The networks in the tests are tiny: one thread per process avoids oversubscribing small CI machines
 # (DDP tests start several processes) and is no slower. EET_TEST_THREADS overrides it.
 os.environ["OMP_NUM_THREADS"] = os.environ.get("EET_TEST_THREADS", "1")
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# What every console script does first (denormals flushed, no PyPI check, the eval-mode warning off), before
+# any test starts torch's threads.
+configure_process()
 
 CONF = Path(__file__).parent / "conf"
 

@@ -18,7 +18,6 @@ from PIL import Image
 
 import miniatures as M
 from eet_lightning.aus import OPENFACE_AUS
-from eet_lightning.callbacks import to_uint8
 from eet_lightning.cli.evaluate import _real_faces
 from eet_lightning.cli.evaluate import main as evaluate
 from eet_lightning.cli.fit import main as fit
@@ -28,6 +27,7 @@ from eet_lightning.data.manifest import GAZES, au_column
 from eet_lightning.data.synthetic import EMOTIONS
 from eet_lightning.datamodules import RaFDDataModule
 from eet_lightning.evaluation import protocols as P
+from eet_lightning.pixels import to_uint8
 
 AUS = list(OPENFACE_AUS)  # RaFD's 17 OpenFace AUs (eet-prepare --aus 17)
 # Three test subjects (RaFD's real split has 7): the identity protocol takes the expression of a third

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from eet_lightning import ArchConfig, EETModel
-from eet_lightning.callbacks import au_chart, to_uint8
+from eet_lightning.callbacks import au_chart
+from eet_lightning.pixels import to_uint8
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ import torch
 from pytorch_lightning.strategies import DDPStrategy
 
 from eet_lightning import ArchConfig, Stage1Module, Stage2Module
-from eet_lightning.base import half_constant_then_linear, variant_flags
+from eet_lightning.base import half_constant_then_linear
 from eet_lightning.datamodules import SyntheticDataModule
+from eet_lightning.variants import variant_flags
 
 TINY_ARCH = dict(image_size=64, width=0.0625, num_identities=4, num_poses=3, au_encoder_spectral_norm=False)
 

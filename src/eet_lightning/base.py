@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -19,9 +19,8 @@ from eet_lightning.nets import (
     FeatureEncoder,
 )
 from eet_lightning.nets.blocks import PReLU, _SpectralNormMixin
-
-Variant = Literal["eet", "eet_single", "bs_net", "b_net"]
-VARIANTS: tuple[str, ...] = ("eet", "eet_single", "bs_net", "b_net")
+from eet_lightning.runtime import configure_process
+from eet_lightning.variants import Variant, variant_flags
 
 
 @dataclass
@@ -60,18 +59,6 @@ class LossWeights:
         if unknown:
             raise ValueError(f"unknown loss weight(s): {sorted(unknown)}")
         return cls(**value)
-
-
-def variant_flags(variant: str) -> dict[str, bool]:
-    """Table II: which components each ablation keeps."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return {
-        "multi_branch": variant != "eet_single",
-        # multi-class adversarial training: Du, Dd with L_u^(D), L_d^(D), L_u^(E), L_d^(E)
-        "adversarial": variant in ("eet", "eet_single"),
-        "swap_consistency": variant != "b_net",
-    }
 
 
 def half_constant_then_linear(total_epochs: int):
@@ -116,6 +103,9 @@ class EETBase(pl.LightningModule):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        # denormals flushed before the networks are built, i.e. before torch starts its threads in a
+        # notebook (see `configure_process` for why here and in `setup`)
+        configure_process()
         # The straightforward form of the training step, kept callable to measure the faster one against
         # (benchmarks/bench.py) and to test that both compute the same: each side of a pair through its
         # own passes, each discriminator input through its own call, torch's default Adam, aten's PReLU
@@ -155,6 +145,7 @@ class EETBase(pl.LightningModule):
             self.identity_discriminator = FeatureDiscriminator(a, a.num_identities)  # Dd
 
     def setup(self, stage: str) -> None:
+        configure_process()  # a process that DDP started with spawn never ran __init__
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 

@@ -10,13 +10,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image, ImageDraw
-from pytorch_lightning.utilities.seed import isolate_rng
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
-    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+from eet_lightning.pixels import to_uint8
 
 
 def pair_grid(rows: dict[str, torch.Tensor], label_width: int = 84) -> np.ndarray:
@@ -107,27 +102,22 @@ class ImageGridCallback(pl.Callback):
     ``out_dir`` and to the logger (W&B or TensorBoard) when there is one. Beside it goes a chart of the
     per-AU intensities Er predicts for the same images against their true ones (``au_chart``).
 
-    It draws nothing from the training's random generators (reading a DataLoader draws a seed from torch's
-    global one): with it or without it, and whether a run was resumed or not, training is the same."""
+    The pairs are read again every epoch (reading a DataLoader draws a seed from torch's global generator,
+    and a fixed-order loader gives the same pairs each time), so a run draws the same numbers whether it
+    was resumed or not: a batch kept from the first epoch would be read once in an uninterrupted run but
+    once more after every resume."""
 
     def __init__(self, out_dir: str | Path, num_pairs: int = 6, prefix: str = "stage2") -> None:
         self.out_dir = Path(out_dir)
         self.num_pairs = num_pairs
         self.prefix = prefix
-        self._batch: dict | None = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not hasattr(pl_module, "log_images"):
             return
-        with isolate_rng():
-            self._write(trainer, pl_module)
-
-    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._batch is None:
-            loaders = trainer.val_dataloaders
-            loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
-            self._batch = first_pairs(loader, self.num_pairs)
-        batch = pl_module.transfer_batch_to_device(self._batch, pl_module.device, 0)
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        batch = pl_module.transfer_batch_to_device(first_pairs(loader, self.num_pairs), pl_module.device, 0)
         was_training = pl_module.training
         pl_module.eval()
         grid = pair_grid(pl_module.log_images(batch))

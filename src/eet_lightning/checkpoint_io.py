@@ -71,6 +71,17 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
         ) from None
 
 
+def read_checkpoint(path: str | Path, expected_stage: int, what: str) -> dict[str, Any]:
+    """Load a Lightning checkpoint written by this library (safely: `load_checkpoint`) and check which
+    stage wrote it."""
+    ckpt = load_checkpoint(path, what)  # tensors and plain values only: nothing in the file runs
+    stage = ckpt.get("eet_stage") if isinstance(ckpt, dict) else None
+    if stage != expected_stage:
+        found = f"a stage-{stage} checkpoint" if stage else "not an eet-lightning checkpoint"
+        raise ValueError(f"{what}: {path} is {found}; expected a stage-{expected_stage} checkpoint")
+    return ckpt
+
+
 def checkpoint_kind(head: bytes) -> str | None:
     """What a file's first 9 bytes say it is: "zip" (torch.save since PyTorch 1.6), "pickle" (torch.save's
     legacy format; protocol 2 and above start with 0x80), "safetensors" (an 8-byte little-endian header

@@ -26,6 +26,7 @@ __all__ = [
     "confusion_loss",
     "au_confusion_loss",
     "identity_confusion_loss",
+    "au_occurrence_threshold",
     "au_occurrence_weights",
     "au_intensity_loss",
     "attribute_loss",
@@ -288,6 +289,12 @@ def identity_confusion_loss(dd_scores: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+def au_occurrence_threshold(max_intensity: float = 5) -> float:
+    """An AU occurs when its intensity is strictly greater than this: ``(l - 1) / 2`` (eq. 5; 2 on DISFA's
+    0-5 scale)."""
+    return (max_intensity - 1) / 2.0
+
+
 def au_occurrence_weights(aus: Tensor, max_intensity: int = 5, eps: float | None = None) -> Tensor:
     r"""Eq. 5 weights: inverse AU occurrence rates, normalised to sum to one.
 
@@ -319,7 +326,7 @@ def au_occurrence_weights(aus: Tensor, max_intensity: int = 5, eps: float | None
         raise ValueError(f"aus contains NaN values (AU column indices {bad})")
     if eps is not None and not eps > 0:
         raise ValueError(f"eps must be > 0 or None, got {eps!r}")
-    threshold = (max_intensity - 1) / 2.0
+    threshold = au_occurrence_threshold(max_intensity)
     occurrence = (values > threshold).to(torch.float64).mean(dim=0)
     if eps is None:
         never = (occurrence == 0).nonzero().flatten().tolist()

@@ -25,14 +25,14 @@ from PIL import Image
 from torch import nn
 
 from eet_lightning.aus import DISFA_AUS
-from eet_lightning.base import variant_flags
-from eet_lightning.callbacks import to_uint8
+from eet_lightning.checkpoint_io import read_checkpoint
 from eet_lightning.data.faces import as_rgb
 from eet_lightning.data.images import read_rgb
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
 from eet_lightning.nets.blocks import _PrepackedWeight
 from eet_lightning.nets.fuse import fuse_for_inference
-from eet_lightning.stage2 import read_checkpoint
+from eet_lightning.pixels import to_model_range, to_uint8
+from eet_lightning.variants import variant_flags
 
 # Graded transfer: 0 keeps the target's own expression, 1 is the swap, above 1 exaggerates it; far above,
 # G is fed features it never saw and paints saturated noise (strength 1e6 did), so it stops at twice the swap.
@@ -210,7 +210,7 @@ class EETModel(nn.Module):
                     f"{list(images.shape)}"
                 )
             arr = np.stack([self._square(im, name) for im in images])
-            return _from_uint8(arr, self.device), lambda out: to_uint8(out)
+            return to_model_range(arr, self.device), lambda out: to_uint8(out)
         if isinstance(images, (list, tuple)):
             if not images:
                 raise ValueError(f"{name} is an empty list")
@@ -223,11 +223,11 @@ class EETModel(nn.Module):
                 devices = [im.device for im in images]
                 return torch.cat(tensors), lambda out: [o.to(d) for o, d in zip(out, devices)]
             parts = [self._one_image(im, f"{name}[{k}]") for k, im in enumerate(images)]
-            x = _from_uint8(np.stack([p[0] for p in parts]), self.device)
+            x = to_model_range(np.stack([p[0] for p in parts]), self.device)
             kinds = [p[1] for p in parts]
             return x, lambda out: [_as_kind(t, k) for t, k in zip(to_uint8(out), kinds)]
         arr, kind = self._one_image(images, name)
-        return _from_uint8(arr[None], self.device), lambda out: _as_kind(to_uint8(out)[0], kind)
+        return to_model_range(arr[None], self.device), lambda out: _as_kind(to_uint8(out)[0], kind)
 
     def _prepare_pair(
         self, image_a: ImageInput, image_b: ImageInput
@@ -427,12 +427,6 @@ class EETModel(nn.Module):
         feature = self.encoder(x)
         au_related, _ = self.au_related_encoder(feature)
         return restore(self.generator(au_related, self.au_free_encoder(feature), x, feature))
-
-
-def _from_uint8(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
-    x = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device)  # a copy: inputs may be read-only
-    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _is_single(images: ImageInput) -> bool:

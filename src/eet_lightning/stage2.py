@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,9 @@ from torch import nn
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
-from eet_lightning.checkpoint_io import load_checkpoint
+from eet_lightning.checkpoint_io import read_checkpoint
 from eet_lightning.nets import ArchConfig, Generator, ImageDiscriminator
 from eet_lightning.nets.modules import FLOW_RANGE
-
-# E, C, Du and Dd are in eval mode on purpose; Lightning warns about any module in eval mode at fit start.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 # Parts that stage 2 takes from stage 1; E, C, Du and Dd are then frozen, Ef and Er keep training.
 STAGE1_PARTS = (
@@ -30,17 +26,6 @@ STAGE1_PARTS = (
     "identity_discriminator",
 )
 FROZEN_PARTS = ("encoder", "attribute_classifier", "au_discriminator", "identity_discriminator")
-
-
-def read_checkpoint(path: str | Path, expected_stage: int, what: str) -> dict[str, Any]:
-    """Load a Lightning checkpoint written by this library (safely: `load_checkpoint`) and check which
-    stage wrote it."""
-    ckpt = load_checkpoint(path, what)  # tensors and plain values only: nothing in the file runs
-    stage = ckpt.get("eet_stage") if isinstance(ckpt, dict) else None
-    if stage != expected_stage:
-        found = f"a stage-{stage} checkpoint" if stage else "not an eet-lightning checkpoint"
-        raise ValueError(f"{what}: {path} is {found}; expected a stage-{expected_stage} checkpoint")
-    return ckpt
 
 
 class Stage2Module(EETBase):

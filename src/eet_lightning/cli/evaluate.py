@@ -25,15 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from eet_lightning.callbacks import to_uint8  # noqa: E402
 from eet_lightning.evaluation import protocols as P  # noqa: E402
 from eet_lightning.evaluation.report import bar_chart, example_grid, markdown_report  # noqa: E402
 from eet_lightning.evaluation.scorers import (  # noqa: E402
@@ -46,7 +43,8 @@ from eet_lightning.evaluation.scorers import (  # noqa: E402
 )
 from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces  # noqa: E402
 from eet_lightning.model import EETModel  # noqa: E402
-from eet_lightning.runtime import tune_for_cli  # noqa: E402
+from eet_lightning.pixels import to_model_range, to_uint8  # noqa: E402
+from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
 
 ALL_PROTOCOLS = ("groundtruth", *P.PROTOCOLS)
 
@@ -416,7 +414,7 @@ class _Run:
             raise EvaluateError(
                 f"the checkpoint predicts AUs {model.aus}, the config's data has {data.info.aus}"
             )
-        settings = dict(P.PAPER_SETTINGS.get(name, P.PAPER_SETTINGS["folder"]))
+        settings = P.protocol_settings(data)
         if a.identity_pairs is not None:
             settings["identity_pairs"] = a.identity_pairs
         truth = None
@@ -613,7 +611,7 @@ class _Run:
         for m, generate in methods.items():
             grid[m] = generate(target, source, rows["row"][sel])
         if truth is not None and "pair" in rows:
-            grid["truth"] = torch.from_numpy(truth["truth"][sel]).permute(0, 3, 1, 2).float() / 127.5 - 1
+            grid["truth"] = to_model_range(truth["truth"][sel])
         example_grid(grid, path)
 
     def _to_wandb(self, results: dict[str, Any], folder: Path) -> None:
@@ -645,6 +643,7 @@ class _Run:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-evaluate`; tests call ``main([...])`` directly."""
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     argv = list(sys.argv[1:] if args is None else args)
     tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
     try:

@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from eet_lightning.checkpoint_io import write_weights
+from eet_lightning.checkpoint_io import read_checkpoint, write_weights
 from eet_lightning.model import INFERENCE_PARTS
-from eet_lightning.stage2 import read_checkpoint
+from eet_lightning.runtime import configure_process
 
 PROG = "eet-export"
 
@@ -67,6 +67,7 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     argv = list(sys.argv[1:] if args is None else args)
     try:
         parsed = build_parser().parse_args(argv)

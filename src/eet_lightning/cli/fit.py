@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import pytorch_lightning as pl  # noqa: E402
 import yaml  # noqa: E402
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser  # noqa: E402
@@ -27,6 +25,7 @@ from PIL import Image  # noqa: E402
 
 from eet_lightning.base import LossWeights, Variant  # noqa: E402
 from eet_lightning.callbacks import ImageGridCallback, first_pairs, pair_grid  # noqa: E402
+from eet_lightning.checkpoint_io import read_checkpoint  # noqa: E402
 from eet_lightning.datamodules.base import EETDataModule  # noqa: E402
 from eet_lightning.durability import (  # noqa: E402
     AtomicCheckpointIO,
@@ -36,9 +35,9 @@ from eet_lightning.durability import (  # noqa: E402
     remove_stale_temporaries,
 )
 from eet_lightning.nets import ArchConfig  # noqa: E402
-from eet_lightning.runtime import tune_for_cli  # noqa: E402
+from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
-from eet_lightning.stage2 import Stage2Module, read_checkpoint  # noqa: E402
+from eet_lightning.stage2 import Stage2Module  # noqa: E402
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -490,6 +489,7 @@ def _one_line(err: BaseException) -> str:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-fit`; tests call ``main([...])`` directly."""
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     argv = list(sys.argv[1:] if args is None else args)
     tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
     parser = build_parser()

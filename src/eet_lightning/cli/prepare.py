@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 from eet_lightning.aus import DISFA_AUS, OPENFACE_AUS, validate_aus  # noqa: E402
 from eet_lightning.data.images import ImageReadError  # noqa: E402
 from eet_lightning.data.openface import OpenFaceError  # noqa: E402
 from eet_lightning.data.prepare import NEEDS_OPENFACE, READERS, Options, PrepareError, run_prepare  # noqa: E402
+from eet_lightning.runtime import configure_process  # noqa: E402
 
 
 def parse_aus(text: str) -> list[int]:
@@ -167,6 +166,7 @@ def options_from_args(ns: argparse.Namespace) -> Options:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-prepare`; tests call ``main([...])`` directly. Returns the exit status."""
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     try:
         ns = build_parser().parse_args(list(sys.argv[1:] if args is None else args))
         opts = options_from_args(ns)

@@ -42,9 +42,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # errors are reported as one line, not ffmpeg logs
-
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -61,7 +58,7 @@ from eet_lightning.data.images import (  # noqa: E402
     write_image_atomic,
 )
 from eet_lightning.model import MAX_STRENGTH, EETModel  # noqa: E402
-from eet_lightning.runtime import tune_for_cli  # noqa: E402
+from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
 
 PROG = "eet-transfer"
 # The pasted region in unit crop coordinates: an ellipse around the template's face (eyes at y 0.44, mouth
@@ -939,6 +936,8 @@ def _report_removed(folder: OutputFolder) -> None:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of `eet-transfer`; tests call ``main([...])`` directly."""
+    configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # errors are reported as one line, not ffmpeg logs
     tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
     folder: OutputFolder | None = None
     try:

@@ -36,7 +36,9 @@ import torch
 from torch.utils.data import Dataset
 
 from eet_lightning.data.images import load_training_image, write_bytes_atomic
+from eet_lightning.data.pairs import UnpairedPairs
 from eet_lightning.data.synthetic import EMOTIONS
+from eet_lightning.pixels import to_model_range
 
 MANIFEST_NAME = "manifest.csv"
 SUMMARY_NAME = "summary.json"
@@ -297,7 +299,7 @@ class FaceTable:
             result = self.transform(image=image)
             image = result["image"]
             flipped = any(name == "HorizontalFlip" for name, _ in result.get("applied_transforms", []))
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+        tensor = to_model_range(image)
         pose = int(self.pose[k])
         out: dict[str, Any] = {
             "image": tensor,
@@ -321,28 +323,17 @@ def _nearest(values: Sequence[int], p: int) -> int:
     return int(np.argmin([abs(int(v) - int(p)) for v in values]))
 
 
-class TrainPairs(Dataset):
+class TrainPairs(UnpairedPairs):
     """Item i: face i as A and a random face of another subject as B (unpaired), each augmented."""
 
     def __init__(self, table: FaceTable) -> None:
-        self.table = table
-        ids = table.identity
-        self.by_identity = {int(i): np.flatnonzero(ids == i) for i in np.unique(ids)}
-        self.identities = sorted(self.by_identity)
+        super().__init__(table.identity)
         if len(self.identities) < 2:
             raise ManifestError("the training split needs at least two subjects to draw unpaired pairs")
-        self.position = {identity: k for k, identity in enumerate(self.identities)}
+        self.table = table
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __getitem__(self, i: int) -> dict[str, dict[str, Any]]:
-        own = self.position[int(self.table.identity[i])]
-        # torch's RNG is seeded per worker by the DataLoader: draw among the other subjects only
-        r = int(torch.randint(len(self.identities) - 1, ()))
-        candidates = self.by_identity[self.identities[r if r < own else r + 1]]
-        j = int(candidates[int(torch.randint(len(candidates), ()))])
-        return {"a": self.table.sample(i, augment=True), "b": self.table.sample(j, augment=True)}
+    def side(self, k: int) -> dict[str, Any]:
+        return self.table.sample(k, augment=True)
 
 
 class FixedPairs(Dataset):

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from eet_lightning.aus import DISFA_AUS
+from eet_lightning.pixels import SUPPORTED_IMAGE_SIZES, check_image_size
 
 EMOTIONS: tuple[str, ...] = (
     "neutral",
@@ -36,7 +37,7 @@ EMOTIONS: tuple[str, ...] = (
 POSES: tuple[str, ...] = ("left", "frontal", "right")  # yaw classes 0, 1, 2
 GAZES: tuple[str, ...] = ("left", "straight", "right")  # gaze classes 0, 1, 2
 MAX_INTENSITY: float = 5.0
-SUPPORTED_SIZES: tuple[int, ...] = (64, 128, 256)
+SUPPORTED_SIZES: tuple[int, ...] = SUPPORTED_IMAGE_SIZES
 HAIR_STYLES: tuple[str, ...] = ("short", "long", "fringe", "buzz", "bald")
 BEARD_STYLES: tuple[str, ...] = ("none", "full", "goatee", "stubble")
 
@@ -349,12 +350,6 @@ def sample_expression(rng: np.random.Generator, aus: Sequence[int] = DISFA_AUS) 
 
 # ------------------------------------------------------------------------------------------------------
 # Validation
-
-
-def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or int(size) not in SUPPORTED_SIZES:
-        raise ValueError(f"size must be one of {SUPPORTED_SIZES}, got {size!r}")
-    return int(size)
 
 
 def _check_class(value: int, name: str, names: tuple[str, ...]) -> int:
@@ -1267,7 +1262,7 @@ def render_face(
     Returns:
         uint8 RGB image [size, size, 3]; identical arguments always give identical pixels.
     """
-    size = _check_size(size)
+    size = check_image_size(size, "size")
     pose = _check_class(pose, "pose", POSES)
     gaze = _check_class(gaze, "gaze", GAZES)
     au = _au_vector(aus) / MAX_INTENSITY
@@ -1306,7 +1301,7 @@ def au_contact_sheet(
     Returns:
         uint8 image [12 * size, size // 2 + steps * size, 3]; the margin of ``size // 2`` holds the labels.
     """
-    size = _check_size(size)
+    size = check_image_size(size, "size")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
         raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
     nuisance = _PLAIN_NUISANCE if nuisance is None else nuisance

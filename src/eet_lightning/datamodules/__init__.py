@@ -1,6 +1,6 @@
 """One LightningDataModule per dataset."""
 
-from eet_lightning.datamodules.base import DataInfo, EETDataModule
+from eet_lightning.datamodules.base import DataInfo, EETDataModule, EvaluationSettings
 from eet_lightning.datamodules.cfd import CFDDataModule
 from eet_lightning.datamodules.disfa import DISFADataModule
 from eet_lightning.datamodules.folder import FolderDataModule
@@ -14,6 +14,7 @@ __all__ = [
     "DISFADataModule",
     "DataInfo",
     "EETDataModule",
+    "EvaluationSettings",
     "FolderDataModule",
     "MMIDataModule",
     "ManifestDataModule",

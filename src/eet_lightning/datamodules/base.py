@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +22,15 @@ class DataInfo:
     max_intensity: int = 5  # l
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Sizes of the paper's evaluation protocols on one dataset (section IV-C2), read by eet-evaluate."""
+
+    expression_partners: int = 1  # random images of other subjects per test image (expression, Tables II-IV)
+    identity_pairs: int = 5000  # same-subject pairs, and as many different-subject ones (Tables V, VI)
+    gaze_partners: int = 0  # images of other subjects with another gaze per test image (Table VII)
+
+
 class EETDataModule(pl.LightningDataModule):
     """Base class: subclasses set ``_info`` in __init__ (so `info` is cheap and available at once), keep
     ``image_size``, ``batch_size`` and ``num_workers`` in ``hparams`` and set the datasets in ``setup``.
@@ -31,6 +41,8 @@ class EETDataModule(pl.LightningDataModule):
     """
 
     _info: DataInfo  # set by the subclass's __init__, from its training split
+    # the protocol sizes eet-evaluate uses on this dataset; each DataModule declares its own
+    evaluation_settings: ClassVar[EvaluationSettings] = EvaluationSettings()
 
     @property
     def info(self) -> DataInfo:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from eet_lightning.datamodules.base import EvaluationSettings
 from eet_lightning.datamodules.manifest import ManifestDataModule
 
 
@@ -10,3 +11,4 @@ class DISFADataModule(ManifestDataModule):
     """DISFA's left-camera frames. n = the training subjects (18 with the default split), v = 1."""
 
     dataset_name = "disfa"
+    evaluation_settings = EvaluationSettings(expression_partners=1, identity_pairs=20000, gaze_partners=0)

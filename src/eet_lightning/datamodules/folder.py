@@ -3,6 +3,7 @@ output)."""
 
 from __future__ import annotations
 
+from eet_lightning.datamodules.base import EvaluationSettings
 from eet_lightning.datamodules.manifest import ManifestDataModule
 
 
@@ -10,3 +11,4 @@ class FolderDataModule(ManifestDataModule):
     """Any folder written by eet-prepare; the labels are whatever the manifest holds."""
 
     dataset_name = None
+    evaluation_settings = EvaluationSettings(expression_partners=1, identity_pairs=5000, gaze_partners=0)

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from eet_lightning.aus import DISFA_AUS, validate_aus
 from eet_lightning.data.manifest import (
     MANIFEST_NAME,
+    MAX_INTENSITY,
     FaceTable,
     FixedPairs,
     ManifestError,
@@ -22,14 +23,18 @@ from eet_lightning.data.manifest import (
     read_summary,
 )
 from eet_lightning.datamodules.base import DataInfo, EETDataModule
-from eet_lightning.losses import au_occurrence_weights
-from eet_lightning.nets.config import SUPPORTED_IMAGE_SIZES
+from eet_lightning.losses import au_occurrence_threshold, au_occurrence_weights
+from eet_lightning.pixels import check_image_size
 
 
 def build_augmentation(mirror: bool, color_jitter: float):
     """albumentations pipeline of the training images: the paper's random horizontal mirror (p = 0.5)
     and, optionally, brightness / contrast / saturation jitter of the given strength. The Compose records
     what it applied, so that left/right labels (pose, gaze) follow a mirror."""
+    import os
+
+    # albumentations asks PyPI for a newer version on import unless told not to; nothing reaches the network
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
 
     steps = []
@@ -73,8 +78,7 @@ class ManifestDataModule(EETDataModule):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ManifestError(f"data.root {self.root} is not a folder (expected the output of eet-prepare)")
-        if image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"data.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
+        check_image_size(image_size, "data.image_size")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -110,18 +114,20 @@ class ManifestDataModule(EETDataModule):
                     f"{self.pose_values} (no mirror image of {lonely}); set data.mirror false"
                 )
         try:
-            weights = au_occurrence_weights(torch.from_numpy(self.manifest.aus[train]), eps=None).tolist()
+            weights = au_occurrence_weights(
+                torch.from_numpy(self.manifest.aus[train]), int(MAX_INTENSITY), eps=None
+            ).tolist()
         except ValueError:
             # an AU that never occurs in training: a large but finite weight instead of a division by 0
             weights = au_occurrence_weights(
-                torch.from_numpy(self.manifest.aus[train]), eps=1.0 / max(len(train), 1)
+                torch.from_numpy(self.manifest.aus[train]), int(MAX_INTENSITY), eps=1.0 / max(len(train), 1)
             ).tolist()
         self._info = DataInfo(
             aus=list(self.aus),
             num_identities=len(train_subjects),
             num_poses=len(self.pose_values),
             au_weights=weights,
-            max_intensity=5,
+            max_intensity=int(MAX_INTENSITY),
         )
         if self._info.num_identities < 2:
             raise ManifestError(f"{self.manifest.path}: the training split needs at least two subjects")
@@ -163,4 +169,4 @@ class ManifestDataModule(EETDataModule):
 
     def occurrence_rates(self) -> np.ndarray:
         """Share of training faces with each AU above (l - 1) / 2 (the occurrences behind eq. 5)."""
-        return (self.manifest.aus[self._train_rows] > 2.0).mean(0)
+        return (self.manifest.aus[self._train_rows] > au_occurrence_threshold(MAX_INTENSITY)).mean(0)

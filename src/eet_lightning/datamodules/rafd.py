@@ -3,6 +3,7 @@ poses, gaze labels, AUs from OpenFace; 60 training and 7 test subjects)."""
 
 from __future__ import annotations
 
+from eet_lightning.datamodules.base import EvaluationSettings
 from eet_lightning.datamodules.manifest import ManifestDataModule
 
 
@@ -12,3 +13,4 @@ class RaFDDataModule(ManifestDataModule):
     25, 26, 45]`` gives the paper's 17-AU setting (section IV-D) when prepared with ``--aus 17``."""
 
     dataset_name = "rafd"
+    evaluation_settings = EvaluationSettings(expression_partners=5, identity_pairs=5000, gaze_partners=5)

@@ -16,9 +16,10 @@ from torch.utils.data import Dataset
 from eet_lightning.aus import DISFA_AUS, validate_aus
 from eet_lightning.data import synthetic as R
 from eet_lightning.data.images import write_bytes_atomic
-from eet_lightning.datamodules.base import DataInfo, EETDataModule
+from eet_lightning.data.pairs import UnpairedPairs
+from eet_lightning.datamodules.base import DataInfo, EETDataModule, EvaluationSettings
 from eet_lightning.losses import au_occurrence_weights
-from eet_lightning.nets.config import SUPPORTED_IMAGE_SIZES
+from eet_lightning.pixels import check_image_size, to_model_range
 
 # Bumped whenever the renderer's output changes, so that stale caches are never read.
 RENDER_VERSION = 2
@@ -75,24 +76,19 @@ def render_records(
     return out
 
 
-def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
 class _Pool:
     """Rendered faces kept as uint8 in memory, with their labels in the model's AU order and pose labels."""
 
     def __init__(
         self, images: np.ndarray, records: FaceRecords, au_columns: list[int], pose_labels: dict[int, int]
     ):
-        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
+        self.images = torch.from_numpy(images)  # uint8 [N, H, W, 3]
         self.records = records
         self.aus = torch.from_numpy(records.aus[:, au_columns].copy())
         self.pose_labels = pose_labels
 
     def sample(self, k: int, mirror: bool) -> dict[str, torch.Tensor]:
-        image = self.images[k].float().div(127.5).sub(1.0)
+        image = to_model_range(self.images[k])
         pose, gaze = int(self.records.pose[k]), int(self.records.gaze[k])
         if mirror:  # a mirrored face looks the other way and is turned the other way
             image = image.flip(-1)
@@ -107,30 +103,15 @@ class _Pool:
         }
 
 
-class _TrainPairs(Dataset):
+class _TrainPairs(UnpairedPairs):
     """Item i: face i as A and a random face of another identity as B (unpaired), each mirrored at random."""
 
     def __init__(self, pool: _Pool, mirror: bool) -> None:
+        super().__init__(pool.records.identity)
         self.pool, self.mirror = pool, mirror
-        ids = pool.records.identity
-        self.by_identity = {int(i): np.flatnonzero(ids == i) for i in np.unique(ids)}
-        self.identities = sorted(self.by_identity)
-        self.position = {identity: k for k, identity in enumerate(self.identities)}
 
-    def __len__(self) -> int:
-        return len(self.pool.records.identity)
-
-    def _flip(self) -> bool:
-        return self.mirror and bool(torch.rand(()) < 0.5)
-
-    def __getitem__(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
-        own = self.position[int(self.pool.records.identity[i])]
-        # torch's RNG: seeded by seed_everything in the main process and per worker by the DataLoader;
-        # draw among the other identities only
-        r = int(torch.randint(len(self.identities) - 1, ()))
-        candidates = self.by_identity[self.identities[r if r < own else r + 1]]
-        j = int(candidates[int(torch.randint(len(candidates), ()))])
-        return {"a": self.pool.sample(i, self._flip()), "b": self.pool.sample(j, self._flip())}
+    def side(self, k: int) -> dict[str, torch.Tensor]:
+        return self.pool.sample(k, self.mirror and bool(torch.rand(()) < 0.5))
 
 
 class _FixedPairs(Dataset):
@@ -138,7 +119,7 @@ class _FixedPairs(Dataset):
 
     def __init__(self, pool_a: _Pool, pool_b: _Pool, truth_a: np.ndarray, truth_b: np.ndarray) -> None:
         self.pool_a, self.pool_b = pool_a, pool_b
-        self.truth_a, self.truth_b = to_tensor_images(truth_a), to_tensor_images(truth_b)
+        self.truth_a, self.truth_b = to_model_range(truth_a), to_model_range(truth_b)
 
     def __len__(self) -> int:
         return len(self.pool_a.records.identity)
@@ -154,6 +135,9 @@ class SyntheticDataModule(EETDataModule):
     """Procedurally rendered faces (`eet_lightning.data.synthetic`) with exact AU, identity, pose and gaze
     labels. Training identities and held-out identities are disjoint (the paper's subject-disjoint
     protocol); validation and test pairs come from the held-out identities and carry the true swap."""
+
+    # smaller pair lists than the paper's datasets: the faces are few and scoring runs on a CPU
+    evaluation_settings = EvaluationSettings(expression_partners=1, identity_pairs=200, gaze_partners=1)
 
     def __init__(
         self,
@@ -172,8 +156,7 @@ class SyntheticDataModule(EETDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(f"data.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size!r}")
+        check_image_size(image_size, "data.image_size")
         self.aus = validate_aus(
             aus, supported=DISFA_AUS, where="data.aus (the synthetic faces draw DISFA's 12 AUs)"
         )
@@ -207,7 +190,7 @@ class SyntheticDataModule(EETDataModule):
             num_identities=n_train,
             num_poses=len(self.poses),
             au_weights=au_occurrence_weights(
-                torch.from_numpy(self.train_records.aus[:, self.au_columns])
+                torch.from_numpy(self.train_records.aus[:, self.au_columns]), int(R.MAX_INTENSITY)
             ).tolist(),
             max_intensity=int(R.MAX_INTENSITY),
         )

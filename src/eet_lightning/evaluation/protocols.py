@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from eet_lightning.datamodules.base import EvaluationSettings
 from eet_lightning.metrics import ICC31, AUIntensityMSE, FaceVerification, GazeAccuracy
+from eet_lightning.pixels import to_model_range
 
 PROTOCOLS = ("expression", "identity", "gaze")
 
@@ -35,22 +37,10 @@ class ProtocolError(ValueError):
     """Bad input to a protocol (a pair list, a folder of generated images): one message naming it."""
 
 
-# Protocol sizes of the paper per dataset (section IV-C2); the synthetic faces use smaller lists.
-PAPER_SETTINGS: dict[str, dict[str, Any]] = {
-    "disfa": {"expression_partners": 1, "identity_pairs": 20000, "gaze_partners": 0},
-    "rafd": {"expression_partners": 5, "identity_pairs": 5000, "gaze_partners": 5},
-    "mmi": {"expression_partners": 1, "identity_pairs": 5000, "gaze_partners": 0},
-    "cfd": {"expression_partners": 5, "identity_pairs": 5000, "gaze_partners": 0},
-    "folder": {"expression_partners": 1, "identity_pairs": 5000, "gaze_partners": 0},
-    "synthetic": {"expression_partners": 1, "identity_pairs": 200, "gaze_partners": 1},
-}
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 [n, H, W, 3] -> float [n, 3, H, W] in [-1, 1], contiguous: a permuted (channels-last) batch
-    takes other convolution kernels, so the same pixels would score differently by a few ulp depending on
-    whether they came from the dataset or from a --generated folder."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(127.5).sub(1.0)
+def protocol_settings(data: Any) -> dict[str, Any]:
+    """The protocol sizes a DataModule declares (its class's ``evaluation_settings``), as the dict
+    `build_pairs` takes; one that declares none (a DataModule of the user's own) gets the defaults."""
+    return asdict(getattr(data, "evaluation_settings", None) or EvaluationSettings())
 
 
 @dataclass
@@ -79,7 +69,7 @@ class FaceSet:
         """From uint8 images [N, H, W, 3] in memory (the synthetic faces, small test sets)."""
 
         def load(idx: np.ndarray) -> torch.Tensor:
-            return _to_tensor(images[np.asarray(idx)])
+            return to_model_range(images[np.asarray(idx)])
 
         return cls(np.asarray(identity, dtype=np.int64), list(names), load, aus, gaze)
 
@@ -271,7 +261,8 @@ def load_generated(folder: Path, protocol: str, rows: np.ndarray, size: int) -> 
                 images.append(np.asarray(im))
         except OSError as err:
             raise ProtocolError(f"--generated: cannot read {path} ({err})") from err
-    return _to_tensor(np.stack(images))
+    # contiguous like the dataset's images, so the same pixels score the same from either
+    return to_model_range(np.stack(images))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from eet_lightning.callbacks import to_uint8
+from eet_lightning.pixels import to_uint8
 
 
 def _fmt(v: float, digits: int = 2) -> str:

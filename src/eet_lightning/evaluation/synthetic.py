@@ -26,6 +26,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from eet_lightning.evaluation.protocols import FaceSet
 from eet_lightning.model import EETModel
+from eet_lightning.pixels import to_model_range
 
 CANDIDATES = ("swapped", "target_self", "source_self", "target", "source")
 MEASURES = ("l1", "psnr", "ssim")
@@ -35,7 +36,7 @@ PSNR_CAP = 100.0  # dB, for a region that matches exactly (the unchanged source 
 def _to_model(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     if isinstance(images, torch.Tensor):  # already [n, 3, H, W] in [-1, 1]
         return images.to(device, torch.float32)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(device)
+    return to_model_range(images).to(device)
 
 
 def image_errors(image: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -6,7 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-SUPPORTED_IMAGE_SIZES = (64, 128, 256)
+from eet_lightning.pixels import SUPPORTED_IMAGE_SIZES as SUPPORTED_IMAGE_SIZES  # re-exported
+from eet_lightning.pixels import check_image_size
 
 
 @dataclass
@@ -60,10 +61,7 @@ class ArchConfig:
     generator_flow_scale: int = 4
 
     def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_IMAGE_SIZES:
-            raise ValueError(
-                f"arch.image_size must be one of {SUPPORTED_IMAGE_SIZES}, got {self.image_size!r}"
-            )
+        check_image_size(self.image_size, "arch.image_size")
         if not (isinstance(self.width, (int, float)) and 0 < self.width <= 4):
             raise ValueError(f"arch.width must be a number in (0, 4], got {self.width!r}")
         if self.encoder_width is not None and not (
