@@ -29,9 +29,7 @@ def assert_one_clear_error(prog: str, rc: int, err: str, *needles: str) -> None:
         assert needle in err, f"{needle!r} not in {err!r}"
 
 
-def run_in_process(
-    main: Callable[[list[str]], int], args: Sequence[str], capsys
-) -> tuple[int, str, str]:
+def run_in_process(main: Callable[[list[str]], int], args: Sequence[str], capsys) -> tuple[int, str, str]:
     """``main(args)`` with its output captured: (exit status, stdout, stderr). A ``SystemExit`` counts as
     the status it carries."""
     capsys.readouterr()
