@@ -29,21 +29,65 @@ class ImageReadError(ValueError):
     """An image file that cannot be decoded (missing, not an image, truncated, too many pixels)."""
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """The image at ``path`` as uint8 RGB [H, W, 3]; raises `ImageReadError` naming the file."""
-    path = Path(path)
+def _read_error(path: Path, err: BaseException) -> ImageReadError:
+    """What went wrong opening or decoding ``path``, as one `ImageReadError` naming it."""
+    if isinstance(err, ImageReadError):
+        return err
+    if isinstance(err, FileNotFoundError):
+        return ImageReadError(f"{path}: image file not found")
+    if isinstance(err, IsADirectoryError):
+        return ImageReadError(f"{path}: is a folder, not an image file")
+    if isinstance(err, UnidentifiedImageError):
+        return ImageReadError(f"{path}: not a readable image")
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageReadError(
+            f"{path}: more pixels than the {MAX_IMAGE_PIXELS:,} an image may have (a decompression bomb, or a "
+            "photo to downscale first)"
+        )
+    return ImageReadError(f"{path}: cannot decode the image ({err})")  # PIL: truncated or corrupt data
+
+
+_READ_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """The image at ``path`` opened lazily (header only) and refused when it declares more than
+    `MAX_IMAGE_PIXELS`: a few kilobytes of PNG can declare gigabytes of pixels. Raises `ImageReadError`."""
     try:
         with warnings.catch_warnings():
             # PIL warns between its limit and twice it and raises above; both are refused here
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
-        with im:
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageReadError(
-                    f"{path}: {w} x {h} pixels is more than the {MAX_IMAGE_PIXELS:,} an image may have "
-                    "(a decompression bomb, or a photo to downscale first)"
-                )
+    except _READ_ERRORS as err:
+        raise _read_error(path, err) from err
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise ImageReadError(
+            f"{path}: {w} x {h} pixels is more than the {MAX_IMAGE_PIXELS:,} an image may have "
+            "(a decompression bomb, or a photo to downscale first)"
+        )
+    return im
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header of the image at ``path``, refusing what `read_rgb` refuses before
+    decoding (raises `ImageReadError` naming the file); truncated pixel data is only found by decoding."""
+    with _open_checked(Path(path)) as im:
+        return im.size
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as uint8 RGB [H, W, 3]; raises `ImageReadError` naming the file."""
+    path = Path(path)
+    with _open_checked(path) as im:
+        try:
             im.load()  # decodes everything now, so a truncated file fails here and not later
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float64)
@@ -56,21 +100,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
                     else im.convert("RGB")
                 )
             return np.asarray(im, dtype=np.uint8).copy()
-    except ImageReadError:
-        raise
-    except FileNotFoundError as err:
-        raise ImageReadError(f"{path}: image file not found") from err
-    except IsADirectoryError as err:
-        raise ImageReadError(f"{path}: is a folder, not an image file") from err
-    except UnidentifiedImageError as err:
-        raise ImageReadError(f"{path}: not a readable image") from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageReadError(
-            f"{path}: more pixels than the {MAX_IMAGE_PIXELS:,} an image may have (a decompression bomb, or a "
-            "photo to downscale first)"
-        ) from err
-    except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated or corrupt data
-        raise ImageReadError(f"{path}: cannot decode the image ({err})") from err
+        except _READ_ERRORS as err:
+            raise _read_error(path, err) from err
 
 
 def write_image_atomic(path: Path, image: np.ndarray, jpeg_quality: int = 95) -> None:

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from eet_lightning.data.images import (
     MAX_IMAGE_PIXELS,
     ImageReadError,
+    image_size,
     read_rgb,
     write_bytes_atomic,
     write_image_atomic,
@@ -250,36 +249,6 @@ def _pixel_problem(where: str, w: int, h: int, detector: str) -> tuple[str, str]
     return None
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header of the image at ``path``, refusing what `read_rgb` refuses before
-    decoding (raises `ImageReadError` naming the file); truncated pixel data is only found by decoding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            w, h = im.size
-    except FileNotFoundError as err:
-        raise ImageReadError(f"{path}: image file not found") from err
-    except IsADirectoryError as err:
-        raise ImageReadError(f"{path}: is a folder, not an image file") from err
-    except UnidentifiedImageError as err:
-        raise ImageReadError(f"{path}: not a readable image") from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageReadError(
-            f"{path}: more pixels than the {MAX_IMAGE_PIXELS:,} an image may have (a decompression bomb, or a "
-            "photo to downscale first)"
-        ) from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{path}: cannot decode the image ({err})") from err
-    if w * h > MAX_IMAGE_PIXELS:
-        raise ImageReadError(
-            f"{path}: {w} x {h} pixels is more than the {MAX_IMAGE_PIXELS:,} an image may have "
-            "(a decompression bomb, or a photo to downscale first)"
-        )
-    return w, h
-
-
 def _video_size(src: Source) -> tuple[int, int]:
     """(width, height) of a video's frames as its container declares them (0, 0 when it does not)."""
     w, h = src.frame_size if src.frame_size is not None else video_info(src.path)[1]
@@ -298,7 +267,7 @@ def check_sources(sources: Sequence[Source], opts: Options) -> dict[Path, str]:
     hint = "; --skip-unreadable skips and counts such files"
     for src in sources:
         try:
-            w, h = _image_size(src.path) if src.kind == "image" else _video_size(src)
+            w, h = image_size(src.path) if src.kind == "image" else _video_size(src)
         except ImageReadError as err:
             if opts.skip_unreadable:
                 skip[src.path] = "unreadable"
