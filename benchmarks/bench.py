@@ -27,7 +27,7 @@ In one run, on the machine it runs on, it measures
   ("optimized_bf16": what the Trainer's ``precision="bf16-mixed"`` runs; other numbers, so a precision
   choice rather than the same computation); the paper config at batch 2, the
   quick-start config at its stage batches. Both forms use spectral norm's own power iteration and the
-  whole-kernel matrix products of Dsc/Dg (`nets/blocks.py`). Then the speed-up once more with the two
+  whole-kernel matrix products of Dsc/Dg (`nets/kernels/`). Then the speed-up once more with the two
   forms interleaved ("side by side": rounds of a few calls of each, one after the other, in one process,
   the tuned allocator for both; every config whose step takes under a second): the machine's speed
   drifts by 10-30% over minutes on a shared host, and rows measured minutes apart carry that drift into
@@ -77,7 +77,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from eet_lightning.model import EETModel  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
-from eet_lightning.nets.blocks import _SpectralNormMixin  # noqa: E402
+from eet_lightning.nets.kernels.spectral_norm import SpectralNormMixin  # noqa: E402
 from eet_lightning.runtime import configure_process, tune_cpu_allocator  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
@@ -386,7 +386,7 @@ def run_inference(
         )
         if variant in ("fp32", "allocator", "channels_last"):  # spectral norm as W / sigma, then the conv
             for layer in model.modules():
-                if isinstance(layer, _SpectralNormMixin):
+                if isinstance(layer, SpectralNormMixin):
                     layer.scale_output = False
         x, y = a, b
         if variant.startswith("fused"):

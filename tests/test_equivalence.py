@@ -11,12 +11,12 @@ from torch import nn
 
 from eet_lightning.model import EETModel
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
-from eet_lightning.nets.blocks import SNConv2d, SNConvTranspose2d, _SpectralNormMixin
 from eet_lightning.nets.fuse import (
     fold_batch_norm,
     fold_spectral_norm,
     fuse_for_inference,
 )
+from eet_lightning.nets.kernels.spectral_norm import SNConv2d, SNConvTranspose2d, SpectralNormMixin
 from eet_lightning.stage2 import Stage2Module
 from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
 
@@ -88,7 +88,7 @@ def _er_pair(norm: str, sn: bool) -> tuple[AURelatedEncoder, AURelatedEncoder]:
     # output-scaled form rounds differently, and a 1e-7 change flips PReLU's kink for an element or two,
     # which batch norm's backward spreads over the channel. Output scaling has its own tests below.
     for module in looped.modules():
-        if isinstance(module, _SpectralNormMixin):
+        if isinstance(module, SpectralNormMixin):
             module.scale_output = False
     return looped, grouped
 
@@ -139,7 +139,7 @@ def test_feature_discriminators_side_by_side_train_like_separate_calls(channels_
         ours.load_state_dict(theirs.state_dict())
         for module in (ours, theirs):  # the side-by-side form normalizes the weight; so does this one
             for layer in module.modules():
-                if isinstance(layer, _SpectralNormMixin):
+                if isinstance(layer, SpectralNormMixin):
                     layer.scale_output = False
     memory = torch.channels_last if channels_last else torch.contiguous_format
     for module in (*pairs[0], *pairs[1]):
@@ -300,7 +300,7 @@ def _explicit_spectral_norm(weight: torch.Tensor, u: torch.Tensor, v: torch.Tens
 @pytest.mark.parametrize("kind", [SNConv2d, SNConvTranspose2d])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_spectral_norm_backward_matches_autograd(kind: type, channels_last: bool) -> None:
-    """`_SpectralNormalize` (power iteration, W / sigma, and its hand-written two-pass gradient) against
+    """`SpectralNormalize` (power iteration, W / sigma, and its hand-written two-pass gradient) against
     the written-out formula through autograd: outputs, weight gradients and the updated vectors, over
     several training steps and in eval mode, for convolutions (rows along dim 0) and transposed ones
     (dim 1), contiguous and channels-last weights."""
@@ -417,10 +417,11 @@ def test_fused_adam_steps_like_torch_default(stage: int) -> None:
 def test_output_scaled_spectral_norm_matches_autograd(
     kind: type, args: tuple, size: int, channels_last: bool
 ) -> None:
-    """`_SNConvolution`, ``conv(x, W) / sigma + b`` with its hand-written gradient, against
+    """`SNConvolution`, ``conv(x, W) / sigma + b`` with its hand-written gradient, against
     ``conv(x, W / sigma) + b`` written out through autograd: outputs, input, weight and bias gradients
     and the updated vectors, over training steps and in eval mode."""
-    from eet_lightning.nets.blocks import _SNConvolution, output_numel
+    from eet_lightning.nets.kernels.layout import output_numel
+    from eet_lightning.nets.kernels.spectral_norm import SNConvolution
 
     torch.manual_seed(0)
     layer = kind(*args)
@@ -438,7 +439,7 @@ def test_output_scaled_spectral_norm_matches_autograd(
         x.requires_grad_()
         assert output_numel(layer, x) <= layer.weight.numel()  # the layer takes the output-scaled form
         out = layer(x)
-        assert type(out.grad_fn).__name__ == f"{_SNConvolution.__name__}Backward"
+        assert type(out.grad_fn).__name__ == f"{SNConvolution.__name__}Backward"
         normalized, u, v = _explicit_spectral_norm(weight, u, v, dim, training)
         if kind is SNConvTranspose2d:
             want = nn.functional.conv_transpose2d(
@@ -463,12 +464,12 @@ def test_output_scaled_spectral_norm_matches_autograd(
 def test_output_scaled_spectral_norm_only_where_the_output_is_smaller() -> None:
     """Where the output outweighs the kernel (Table I's first levels at 256 px) the layer divides the
     weight instead; under bf16 autocast both forms give the same values to bf16 precision."""
-    from eet_lightning.nets.blocks import _SNConvolution
+    from eet_lightning.nets.kernels.spectral_norm import SNConvolution
 
     torch.manual_seed(0)
     layer = SNConv2d(3, 8, 3, 1, 1)
     out = layer(torch.randn(2, 3, 16, 16, requires_grad=True))
-    assert type(out.grad_fn).__name__ != f"{_SNConvolution.__name__}Backward"
+    assert type(out.grad_fn).__name__ != f"{SNConvolution.__name__}Backward"
     deep = SNConv2d(32, 32, 3, 1, 1).eval()
     x = torch.randn(2, 32, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -485,7 +486,7 @@ def test_prelu_backward_matches_aten(per_channel: bool, layouts: tuple[str, str]
     """`PReLU`'s CPU backward (threshold, lerp and a sum instead of aten's scalar loop) gives aten's input
     and slope gradients, one slope or one per channel, for every mix of contiguous and channels-last
     input and incoming gradient; an input that is exactly 0 takes the negative side's slope, as aten's."""
-    from eet_lightning.nets.blocks import PReLU
+    from eet_lightning.nets.kernels.prelu import PReLU
 
     torch.manual_seed(0)
     ours = PReLU(6 if per_channel else 1, init=0.3)
@@ -502,7 +503,7 @@ def test_prelu_backward_matches_aten(per_channel: bool, layouts: tuple[str, str]
     x = layout(x, layouts[0]).requires_grad_()
     grad = layout(torch.randn(3, 6, 5, 7), layouts[1])
     out = ours(x)
-    assert type(out.grad_fn).__name__ == "_PReLUFunctionBackward"
+    assert type(out.grad_fn).__name__ == "PReLUFunctionBackward"
     got = torch.autograd.grad(out, (x, ours.weight), grad)
     want_out = plain(x)
     expected = torch.autograd.grad(want_out, (x, plain.weight), grad)
@@ -513,7 +514,7 @@ def test_prelu_backward_matches_aten(per_channel: bool, layouts: tuple[str, str]
     with torch.no_grad():
         assert ours(x).grad_fn is None
     ours.fast_backward = False
-    assert type(ours(x).grad_fn).__name__ != "_PReLUFunctionBackward"
+    assert type(ours(x).grad_fn).__name__ != "PReLUFunctionBackward"
 
 
 def test_instance_norm_keeps_channels_last() -> None:
@@ -538,11 +539,11 @@ def test_instance_norm_keeps_channels_last() -> None:
 def test_straightforward_switch_reaches_every_layer() -> None:
     """``module.straightforward = True`` puts every PReLU on aten's backward and every spectrally
     normalized layer on the normalized weight; False puts them back."""
-    from eet_lightning.nets.blocks import PReLU
+    from eet_lightning.nets.kernels.prelu import PReLU
 
     m = _eval_stage2()
     prelus = [x for x in m.modules() if isinstance(x, PReLU)]
-    sn = [x for x in m.modules() if isinstance(x, _SpectralNormMixin)]
+    sn = [x for x in m.modules() if isinstance(x, SpectralNormMixin)]
     assert prelus and sn
     m.straightforward = True
     assert not any(x.fast_backward for x in prelus) and not any(x.scale_output for x in sn)
@@ -552,14 +553,14 @@ def test_straightforward_switch_reaches_every_layer() -> None:
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_prepacked_convolutions_compute_the_plain_ones(channels_last: bool) -> None:
-    """`_PrepackedWeight`: a prepacked (de)convolution gives the plain one's output (strided, grouped,
+    """`PrepackedWeight`: a prepacked (de)convolution gives the plain one's output (strided, grouped,
     transposed with output padding), follows in-place weight updates and new input shapes, stays out of
     the state dict, copies and pickles without its oneDNN copy, and leaves gradient and autocast calls,
     and calls whose output outweighs the weight, to the plain path."""
     import copy
     import pickle
 
-    from eet_lightning.nets.blocks import Conv2d, ConvTranspose2d
+    from eet_lightning.nets.kernels.prepack import Conv2d, ConvTranspose2d
 
     torch.manual_seed(0)
     layers = [  # deep-level shapes: the output is smaller than the weight
@@ -602,7 +603,7 @@ def test_prepacked_convolutions_compute_the_plain_ones(channels_last: bool) -> N
 def test_fused_model_prepacks_every_convolution() -> None:
     """`fuse_for_inference` marks every convolution of the inference form prepacked (and nothing in a
     training module is)."""
-    from eet_lightning.nets.blocks import _PrepackedWeight
+    from eet_lightning.nets.kernels.prepack import PrepackedWeight
 
     arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25)
     torch.manual_seed(0)
@@ -610,7 +611,7 @@ def test_fused_model_prepacks_every_convolution() -> None:
     assert not any(getattr(m, "prepacked", False) for m in model.modules())
     model.fuse()
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    assert convs and all(isinstance(m, _PrepackedWeight) and m.prepacked for m in convs)
+    assert convs and all(isinstance(m, PrepackedWeight) and m.prepacked for m in convs)
 
 
 def test_output_scaled_spectral_norm_trains_under_bf16_autocast() -> None:

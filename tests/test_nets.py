@@ -16,7 +16,7 @@ from eet_lightning.nets import (
     ImageDiscriminator,
     count_parameters,
 )
-from eet_lightning.nets.blocks import SNConv2d, SNConvTranspose2d
+from eet_lightning.nets.kernels.spectral_norm import SNConv2d, SNConvTranspose2d
 
 
 @pytest.mark.parametrize("size", [64, 128, 256])

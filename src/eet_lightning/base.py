@@ -18,7 +18,8 @@ from eet_lightning.nets import (
     FeatureDiscriminator,
     FeatureEncoder,
 )
-from eet_lightning.nets.blocks import PReLU, _SpectralNormMixin
+from eet_lightning.nets.kernels.prelu import PReLU
+from eet_lightning.nets.kernels.spectral_norm import SpectralNormMixin
 from eet_lightning.runtime import configure_process
 from eet_lightning.variants import Variant, variant_flags
 
@@ -166,7 +167,7 @@ class EETBase(pl.LightningModule):
         for module in self.modules():
             if isinstance(module, PReLU):
                 module.fast_backward = not value
-            if isinstance(module, _SpectralNormMixin):
+            if isinstance(module, SpectralNormMixin):
                 module.scale_output = not value
 
     def feature_discriminators(

@@ -29,8 +29,8 @@ from eet_lightning.checkpoint_io import read_checkpoint
 from eet_lightning.data.faces import as_rgb
 from eet_lightning.data.images import read_rgb
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
-from eet_lightning.nets.blocks import _PrepackedWeight
 from eet_lightning.nets.fuse import fuse_for_inference
+from eet_lightning.nets.kernels.prepack import PrepackedWeight
 from eet_lightning.pixels import to_model_range, to_uint8
 from eet_lightning.variants import variant_flags
 
@@ -117,7 +117,7 @@ class EETModel(nn.Module):
         if self.training:
             raise ValueError("compile_for_inference needs a model in eval mode (call .eval() first)")
         for layer in self.modules():  # inductor's freezing prepacks the weights itself
-            if isinstance(layer, _PrepackedWeight):
+            if isinstance(layer, PrepackedWeight):
                 layer.prepacked = False
         self._networks = torch.compile(self._networks_eager, dynamic=False, options={"freezing": True})
         return self

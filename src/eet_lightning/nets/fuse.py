@@ -8,7 +8,7 @@ Two rewrites, each exact up to float rounding for a module in eval mode (tests c
   the post-sum BN of G's UpRes blocks, which folds into both summed deconvolutions.
 
 Then every convolution is marked ``prepacked``: on CPU, no-gradient fp32 calls use a copy of its weight in
-oneDNN's own layout, made once (see `_PrepackedWeight`), instead of reordering the weight at every call.
+oneDNN's own layout, made once (see `PrepackedWeight`), instead of reordering the weight at every call.
 
 (Er's branches run side by side, one convolution per level, in training and inference alike: see
 `AURelatedEncoder`.) The checkpoint is never touched: `EETModel` builds these forms from the
@@ -20,14 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from eet_lightning.nets.blocks import (
-    Conv2d,
-    ConvTranspose2d,
-    SNConv2d,
-    SNConvTranspose2d,
-    UpResBlock,
-    _PrepackedWeight,
-)
+from eet_lightning.nets.blocks import UpResBlock
+from eet_lightning.nets.kernels.prepack import Conv2d, ConvTranspose2d, PrepackedWeight
+from eet_lightning.nets.kernels.spectral_norm import SNConv2d, SNConvTranspose2d
 
 _Conv = nn.Conv2d | nn.ConvTranspose2d
 
@@ -131,6 +126,6 @@ def fuse_for_inference(module: nn.Module) -> nn.Module:
     fold_spectral_norm(module)
     fold_batch_norm(module)
     for layer in module.modules():
-        if isinstance(layer, _PrepackedWeight):
+        if isinstance(layer, PrepackedWeight):
             layer.prepacked = True
     return module.eval()  # the new plain layers too

@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eet_lightning.nets.blocks import ConvBlock, PReLU, UpResBlock, check_shape, conv, deconv, stacked_layer
+from eet_lightning.nets.blocks import ConvBlock, UpResBlock, check_shape, conv, deconv
 from eet_lightning.nets.config import ArchConfig
+from eet_lightning.nets.kernels.prelu import PReLU
+from eet_lightning.nets.kernels.stacking import stacked_layer
 
 # Table I at 256 px: output channels of the four stride-2 levels shared by C, Ef and Er
 ENCODER_LEVELS = (128, 256, 512, 1024)
