@@ -6,7 +6,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 
 from eet_lightning.aus import DISFA_AUS, validate_aus
@@ -20,6 +19,7 @@ from eet_lightning.nets import (
 )
 from eet_lightning.nets.kernels.prelu import PReLU
 from eet_lightning.nets.kernels.spectral_norm import SpectralNormMixin
+from eet_lightning.methods.training import TransferMethod, half_constant_then_linear  # noqa: F401
 from eet_lightning.runtime import configure_process
 from eet_lightning.variants import Variant, variant_flags
 
@@ -62,18 +62,6 @@ class LossWeights:
         return cls(**value)
 
 
-def half_constant_then_linear(total_epochs: int):
-    """The paper's schedule: constant for the first half of the epochs, then linearly decayed each epoch."""
-    half = total_epochs // 2
-
-    def factor(epoch: int) -> float:
-        if epoch < half:
-            return 1.0
-        return max(0.0, (total_epochs - epoch) / max(1, total_epochs - half))
-
-    return factor
-
-
 def adam(
     params: Iterable[torch.nn.Parameter], lr: float, betas: Sequence[float], straightforward: bool = False
 ) -> torch.optim.Adam:
@@ -90,9 +78,43 @@ def adam(
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas), foreach=True)
 
 
-class EETBase(pl.LightningModule):
+class EETBase(TransferMethod):
     """Common part of `Stage1Module` and `Stage2Module`: E, C, Ef, Er (and Du, Dd when the variant uses
     multi-class adversarial training), the AU list and the AU weights of eq. 5."""
+
+    method = "eet"
+    # set once in a config's model: section for both stages
+    shared_hparams = ("arch", "variant", "loss_weights", "channels_last")
+    data_hparams = ("aus", "au_weights")
+    required_labels = ("aus", "identity", "pose")
+
+    @classmethod
+    def complete_init_args(cls, init_args: dict[str, Any], data: Any) -> dict[str, Any]:
+        """The AU list and eq. 5's AU weights from the data, and Table I's sizes that depend on it (image
+        size, m, n, v) into ``arch``."""
+        out = super().complete_init_args(init_args, data)
+        info = data.info
+        out["arch"] = replace(
+            ArchConfig.coerce(init_args.get("arch")),
+            image_size=data.image_size,
+            num_aus=len(info.aus),
+            num_identities=info.num_identities,
+            num_poses=info.num_poses,
+        )
+        return out
+
+    @classmethod
+    def from_data(cls, data: Any) -> dict[str, Any]:
+        info = data.info
+        return {"aus": list(info.aus), "au_weights": list(info.au_weights) or None}
+
+    @classmethod
+    def check_init_args(cls, init_args: dict[str, Any], name: str) -> None:
+        super().check_init_args(init_args, name)
+        if "loss_weights" in init_args:
+            LossWeights.coerce(init_args["loss_weights"])
+        if init_args.get("arch") is not None:
+            ArchConfig.coerce(init_args["arch"])
 
     def __init__(
         self,
@@ -183,20 +205,3 @@ class EETBase(pl.LightningModule):
     @property
     def max_intensity(self) -> int:
         return self.arch.max_intensity
-
-    @staticmethod
-    def pair_inputs(batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Stack the two sides of an unpaired batch, A first, along the batch dimension."""
-        a, b = batch["a"], batch["b"]
-        return {k: torch.cat([a[k], b[k]]) for k in ("image", "aus", "identity", "pose") if k in a}
-
-    def log_losses(self, prefix: str, values: dict[str, torch.Tensor], batch_size: int) -> None:
-        # sync_dist averages across ranks, so logged values are the global means under DDP
-        self.log_dict(
-            {f"{prefix}/{k}": v.detach() for k, v in values.items()},
-            on_step=prefix == "train",
-            on_epoch=True,
-            sync_dist=True,
-            batch_size=batch_size,
-            prog_bar=False,
-        )

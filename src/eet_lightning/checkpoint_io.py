@@ -71,15 +71,36 @@ def load_checkpoint(path: str | Path, what: str) -> Any:
         ) from None
 
 
-def read_checkpoint(path: str | Path, expected_stage: int, what: str) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path,
+    expected_stage: int,
+    what: str,
+    method: str | None = None,
+    loaded: Any = None,
+) -> dict[str, Any]:
     """Load a Lightning checkpoint written by this library (safely: `load_checkpoint`) and check which
-    stage wrote it."""
-    ckpt = load_checkpoint(path, what)  # tensors and plain values only: nothing in the file runs
+    stage, and with ``method`` which method, wrote it. ``loaded``: the file's contents when already read."""
+    ckpt = load_checkpoint(path, what) if loaded is None else loaded  # tensors and plain values only
     stage = ckpt.get("eet_stage") if isinstance(ckpt, dict) else None
+    found_method = checkpoint_method(ckpt)
+    if method is not None and found_method is not None and found_method != method:
+        raise ValueError(
+            f"{what}: {path} is a {found_method} checkpoint; expected a {method} checkpoint "
+            f"(eet_lightning.methods.load_transfer_model loads any method's)"
+        )
     if stage != expected_stage:
         found = f"a stage-{stage} checkpoint" if stage else "not an eet-lightning checkpoint"
         raise ValueError(f"{what}: {path} is {found}; expected a stage-{expected_stage} checkpoint")
     return ckpt
+
+
+def checkpoint_method(ckpt: Any) -> str | None:
+    """The method that wrote a checkpoint dict: its ``eet_method`` entry ("eet" for checkpoints written
+    before methods were named), None for a dict that is not an eet-lightning checkpoint."""
+    if not isinstance(ckpt, dict) or "eet_stage" not in ckpt:
+        return None
+    method = ckpt.get("eet_method", "eet")
+    return method if isinstance(method, str) else None
 
 
 def checkpoint_kind(head: bytes) -> str | None:
@@ -114,7 +135,8 @@ def _read_weights(path: Path, what: str) -> dict[str, Any]:
         stage = int(meta["eet_stage"])
     except (KeyError, ValueError) as err:
         raise ValueError(f"{what}: {path} has a damaged header ({err})") from None
-    return {"eet_stage": stage, "hyper_parameters": hparams, "state_dict": tensors}
+    method = meta.get("eet_method", "eet")
+    return {"eet_stage": stage, "eet_method": method, "hyper_parameters": hparams, "state_dict": tensors}
 
 
 def write_weights(ckpt: dict[str, Any], path: str | Path, parts: Iterable[str]) -> Path:
@@ -132,6 +154,7 @@ def write_weights(ckpt: dict[str, Any], path: str | Path, parts: Iterable[str]) 
     meta = {
         "format": WEIGHTS_FORMAT,
         "eet_stage": str(int(ckpt["eet_stage"])),
+        "eet_method": str(ckpt.get("eet_method", "eet")),
         "hyper_parameters": json.dumps(ckpt["hyper_parameters"], sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,49 +1,30 @@
 """`EETModel`: a trained EET as a user meets it (load a stage-2 checkpoint, swap expressions).
 
-Every method that takes images accepts
-
-- float tensors in [-1, 1], one image [3, S, S] or a batch [B, 3, S, S];
-- PIL images, uint8 numpy arrays [H, W, 3] (or [N, H, W, 3]) and paths to image files;
-- a list of single images of the kinds above;
-
-and returns images of the kind it was given (a path gives back a PIL image). Images other than tensors may
-be any square size: they are resized to the model's S x S and come back at S x S. They must be aligned
-face crops; for whole photos use `eet_lightning.data.faces.FaceAligner` or the `eet-transfer` command.
+Input and output handling (tensors, PIL images, arrays, paths, lists) is `TransferModel`'s, shared with
+the other methods' models (see `eet_lightning.methods.inference`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
-from PIL import Image
-from torch import nn
 
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.checkpoint_io import read_checkpoint
-from eet_lightning.data.faces import as_rgb
-from eet_lightning.data.images import read_rgb
+from eet_lightning.methods.inference import MAX_STRENGTH, ImageInput, Labels, TransferModel, check_strength
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
 from eet_lightning.nets.fuse import fuse_for_inference
 from eet_lightning.nets.kernels.prepack import PrepackedWeight
-from eet_lightning.pixels import to_model_range, to_uint8
 from eet_lightning.variants import variant_flags
 
-# Graded transfer: 0 keeps the target's own expression, 1 is the swap, above 1 exaggerates it; far above,
-# G is fed features it never saw and paints saturated noise (strength 1e6 did), so it stops at twice the swap.
-MAX_STRENGTH = 2.0
 INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generator")
-
-ImageInput = torch.Tensor | np.ndarray | Image.Image | str | Path | Sequence[Any]
-_Restore = Callable[[torch.Tensor], Any]
+__all__ = ["INFERENCE_PARTS", "MAX_STRENGTH", "EETModel"]
 
 
-class EETModel(nn.Module):
+class EETModel(TransferModel):
     """E, Ef, Er and G of a trained EET; nothing of the discriminators or of training.
 
     >>> model = EETModel.load_from_checkpoint("runs/synthetic/stage2/last.ckpt")   # doctest: +SKIP
@@ -51,6 +32,11 @@ class EETModel(nn.Module):
     >>> mouth_only, _ = model.transfer(image_a, image_b, aus=[12, 25, 26])         # doctest: +SKIP
     >>> half_way, _ = model.transfer(image_a, image_b, strength=0.5)               # doctest: +SKIP
     """
+
+    method = "eet"
+    final_stage = 2
+    parts = INFERENCE_PARTS
+    selective = True
 
     def __init__(
         self,
@@ -66,6 +52,8 @@ class EETModel(nn.Module):
         self.au_free_encoder = AUFreeEncoder(self.arch)
         self.au_related_encoder = AURelatedEncoder(self.arch)
         self.generator = Generator(self.arch)
+        self.image_size = self.arch.image_size
+        self.max_intensity = self.arch.max_intensity
 
     @classmethod
     def load_from_checkpoint(
@@ -85,17 +73,24 @@ class EETModel(nn.Module):
         ``fuse=False`` keeps the training form (e.g. to read the weights as they were trained).
         ``compile``: `compile_for_inference` as well (needs ``fuse``).
         """
-        ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint")
+        ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint", method="eet")
+        return cls.from_checkpoint(ckpt, map_location, fuse=fuse, compile=compile)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        ckpt: dict[str, Any],
+        map_location: str | torch.device | None = None,
+        fuse: bool = True,
+        compile: bool = False,  # noqa: A002
+    ) -> EETModel:
+        """`load_from_checkpoint` on a checkpoint dict already read."""
         hp = ckpt["hyper_parameters"]
         variant = hp.get("variant", "eet")
         arch = ArchConfig.coerce(hp["arch"])
         arch.multi_branch = variant_flags(variant)["multi_branch"]
         model = cls(arch, hp["aus"], variant=variant)
-        state = {k: v for k, v in ckpt["state_dict"].items() if k.split(".")[0] in INFERENCE_PARTS}
-        model.load_state_dict(state, strict=True)
-        if map_location is not None:
-            model.to(map_location)
-        model.eval()
+        model._load_parts(ckpt, map_location)
         if compile and not fuse:
             raise ValueError("EETModel.load_from_checkpoint: compile=True needs fuse=True")
         if fuse:
@@ -123,123 +118,9 @@ class EETModel(nn.Module):
         return self
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
     def multi_branch(self) -> bool:
         """True when Er has one branch per AU (EET); False for EET-Single."""
         return self.au_related_encoder.multi_branch
-
-    # ------------------------------------------------------------------ inputs and outputs
-
-    def check_aus(self, aus: Iterable[int]) -> list[int]:
-        """AU numbers as ints, each one of ``self.aus``; ValueError naming the first that is not."""
-        if isinstance(aus, (str, bytes)) or not isinstance(aus, Iterable):
-            raise ValueError(f"aus must be a list of AU numbers such as [6, 12], got {aus!r}")
-        out = []
-        for au in aus:
-            if isinstance(au, bool) or not isinstance(au, (int, np.integer)):
-                raise ValueError(f"aus must be AU numbers (integers) such as [6, 12], got {au!r}")
-            if int(au) not in self.aus:
-                raise ValueError(f"AU {int(au)} is not one of this model's AUs {self.aus}")
-            out.append(int(au))
-        return out
-
-    def _check(self, images: torch.Tensor, name: str) -> torch.Tensor:
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        s = self.arch.image_size
-        if images.dim() != 4 or images.shape[1:] != (3, s, s):
-            raise ValueError(
-                f"{name} must be [B, 3, {s}, {s}] or [3, {s}, {s}] in [-1, 1], got {list(images.shape)}"
-            )
-        if not images.is_floating_point():
-            raise ValueError(f"{name} must be a float tensor in [-1, 1], got dtype {images.dtype}")
-        if not torch.isfinite(images).all():
-            raise ValueError(f"{name} holds NaN or infinite values")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1.01 or hi > 1.01:
-            raise ValueError(f"{name} must hold values in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]")
-        return images.to(self.device, torch.float32)
-
-    def _square(self, image: np.ndarray, name: str) -> np.ndarray:
-        s = self.arch.image_size
-        h, w = image.shape[:2]
-        if (h, w) == (s, s):
-            return image
-        if h != w:
-            raise ValueError(
-                f"{name} must be a square aligned face crop ({s} x {s} for this model), got {w} x {h}; "
-                "align photos with eet_lightning.data.faces.FaceAligner or use eet-transfer"
-            )
-        return cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA if h > s else cv2.INTER_CUBIC)
-
-    def _one_image(self, image: Any, name: str) -> tuple[np.ndarray, str]:
-        """A single non-tensor image -> (uint8 [S, S, 3], kind it came as)."""
-        if isinstance(image, (str, Path)):
-            return self._square(read_rgb(image), name), "pil"
-        if isinstance(image, Image.Image):
-            return self._square(np.asarray(image.convert("RGB"), dtype=np.uint8), name), "pil"
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8:
-                raise ValueError(
-                    f"{name}: numpy images must be uint8 [H, W, 3], got dtype {image.dtype} "
-                    "(give float images as tensors in [-1, 1])"
-                )
-            try:
-                rgb = as_rgb(image)
-            except ValueError as err:
-                raise ValueError(f"{name}: {err}") from None
-            return self._square(rgb, name), "array"
-        raise ValueError(
-            f"{name} must be a tensor in [-1, 1], a PIL image, a uint8 numpy array, a path or a list of "
-            f"these, got {type(image).__name__}"
-        )
-
-    def _prepare(self, images: ImageInput, name: str) -> tuple[torch.Tensor, _Restore]:
-        """Any accepted input -> ([B, 3, S, S] on the model's device, function giving outputs its kind)."""
-        if isinstance(images, torch.Tensor):
-            x = self._check(images, name)
-            single, device = images.dim() == 3, images.device
-            return x, lambda out: (out[0] if single else out).to(device)
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            if images.dtype != np.uint8 or images.shape[-1] != 3:
-                raise ValueError(
-                    f"{name}: a batch of images must be uint8 [N, H, W, 3], got {images.dtype} "
-                    f"{list(images.shape)}"
-                )
-            arr = np.stack([self._square(im, name) for im in images])
-            return to_model_range(arr, self.device), lambda out: to_uint8(out)
-        if isinstance(images, (list, tuple)):
-            if not images:
-                raise ValueError(f"{name} is an empty list")
-            if any(isinstance(im, torch.Tensor) for im in images):
-                if not all(isinstance(im, torch.Tensor) for im in images):
-                    raise ValueError(f"{name}: a list may not mix tensors with other kinds of images")
-                tensors = [self._check(im, f"{name}[{k}]") for k, im in enumerate(images)]
-                if any(t.shape[0] != 1 for t in tensors):
-                    raise ValueError(f"{name}: a list may hold single images only, not batches")
-                devices = [im.device for im in images]
-                return torch.cat(tensors), lambda out: [o.to(d) for o, d in zip(out, devices)]
-            parts = [self._one_image(im, f"{name}[{k}]") for k, im in enumerate(images)]
-            x = to_model_range(np.stack([p[0] for p in parts]), self.device)
-            kinds = [p[1] for p in parts]
-            return x, lambda out: [_as_kind(t, k) for t, k in zip(to_uint8(out), kinds)]
-        arr, kind = self._one_image(images, name)
-        return to_model_range(arr[None], self.device), lambda out: _as_kind(to_uint8(out)[0], kind)
-
-    def _prepare_pair(
-        self, image_a: ImageInput, image_b: ImageInput
-    ) -> tuple[torch.Tensor, torch.Tensor, _Restore, _Restore]:
-        """Both sides of a transfer prepared (`_prepare`); as many images on each side."""
-        a, restore_a = self._prepare(image_a, "image_a")
-        b, restore_b = self._prepare(image_b, "image_b")
-        if a.shape[0] != b.shape[0]:
-            raise ValueError(
-                f"image_a and image_b must hold as many images, got {a.shape[0]} and {b.shape[0]}"
-            )
-        return a, b, restore_a, restore_b
 
     # ------------------------------------------------------------------ features
 
@@ -267,17 +148,7 @@ class EETModel(nn.Module):
 
         ``strength`` on the branches of ``aus`` (all AUs when None), 0 on the others.
         """
-        if (
-            isinstance(strength, bool)
-            or not isinstance(strength, (int, float))
-            or not math.isfinite(strength)
-        ):
-            raise ValueError(f"strength must be a finite number, got {strength!r}")
-        if not 0 <= strength <= MAX_STRENGTH:
-            raise ValueError(
-                f"strength must be from 0 (the target's own expression) to {MAX_STRENGTH:g} (1: the source's, "
-                f"above 1 exaggerated), got {strength}"
-            )
+        strength = check_strength(strength)
         if aus is None:
             selected = set(self.aus)
         else:
@@ -339,41 +210,25 @@ class EETModel(nn.Module):
 
     # ------------------------------------------------------------------ what users call
 
-    @torch.no_grad()
-    def predict_aus(self, images: ImageInput) -> torch.Tensor:
-        """AU intensities in [0, l] read by Er, [B, m] in the order of ``self.aus`` ([m] for one image).
-
-        On the input tensor's device; on the CPU for PIL images, arrays and paths.
-        """
-        x, _ = self._prepare(images, "images")
+    def _predict_aus_tensors(self, x: torch.Tensor) -> torch.Tensor:
+        """AU intensities in [0, l] read by Er."""
         _, au_pred = self.au_related_encoder(self.encoder(x))
-        au = au_pred * self.arch.max_intensity
-        device = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
-        single = _is_single(images)
-        return (au[0] if single else au).to(device)
+        return au_pred * self.arch.max_intensity
 
-    @torch.no_grad()
-    def transfer(
+    def _transfer_tensors(
         self,
-        image_a: ImageInput,
-        image_b: ImageInput,
-        aus: Iterable[int] | None = None,
-        strength: float = 1.0,
-    ) -> tuple[Any, Any]:
-        """(A with B's expression, B with A's expression), each of the kind its input was given as.
-
-        Args:
-            image_a, image_b: as many images on each side (see the module docstring for the kinds).
-            aus: move only these AUs' expression (selective transfer): their Er branch features are taken
-                from the other image before averaging (eq. 6), the others stay the image's own. None: all.
-                An empty list gives the self-reconstructions. Needs a multi-branch (EET) model.
-            strength: graded transfer; each moved branch feature is (1 - strength) * own + strength *
-                other's: 0 keeps the own expression, 1 is the plain swap, above 1 exaggerates.
-        """
+        a: torch.Tensor,
+        b: torch.Tensor,
+        aus: list[int] | None,
+        strength: float,
+        labels_a: Labels | None,
+        labels_b: Labels | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Selective (``aus``: their Er branch features are taken from the other image before averaging,
+        eq. 6; the others stay the image's own; an empty list gives the self-reconstructions) and graded
+        (each moved branch feature is (1 - strength) * own + strength * other's) transfer."""
         weights = self.branch_weights(aus, strength)
-        a, b, restore_a, restore_b = self._prepare_pair(image_a, image_b)
-        out_a, out_b = self._networks(a, b, weights.to(a.device))
-        return restore_a(out_a), restore_b(out_b)
+        return self._networks(a, b, weights.to(a.device))
 
     def _networks_eager(
         self, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor
@@ -420,23 +275,8 @@ class EETModel(nn.Module):
         halves = {k: v.chunk(2) for k, v in maps.items()}
         return {k: v[0] for k, v in halves.items()}, {k: v[1] for k, v in halves.items()}
 
-    @torch.no_grad()
-    def reconstruct(self, images: ImageInput) -> Any:
-        """Self-reconstruction G(f_r, f_f) of each image, of the kind it was given as."""
-        x, restore = self._prepare(images, "images")
+    def _reconstruct_tensors(self, x: torch.Tensor) -> torch.Tensor:
+        """Self-reconstruction G(f_r, f_f) of each image."""
         feature = self.encoder(x)
         au_related, _ = self.au_related_encoder(feature)
-        return restore(self.generator(au_related, self.au_free_encoder(feature), x, feature))
-
-
-def _is_single(images: ImageInput) -> bool:
-    """Whether an input is one image (as opposed to a batch or a list)."""
-    if isinstance(images, torch.Tensor):
-        return images.dim() == 3
-    if isinstance(images, np.ndarray):
-        return images.ndim != 4
-    return not isinstance(images, (list, tuple))
-
-
-def _as_kind(image: np.ndarray, kind: str) -> Image.Image | np.ndarray:
-    return Image.fromarray(image) if kind == "pil" else image
+        return self.generator(au_related, self.au_free_encoder(feature), x, feature)

@@ -21,6 +21,9 @@ class Stage1Module(EETBase):
     AU intensities from f_f, Dd the identity from f_r, so that stage 2 can make Ef and Er confuse them.
     """
 
+    stage = 1
+    next_stage = "eet_lightning.stage2.Stage2Module"
+
     def __init__(
         self,
         arch: ArchConfig | dict[str, Any] | None = None,
@@ -38,9 +41,6 @@ class Stage1Module(EETBase):
         self.store_plain_hparams()
         if lr <= 0:
             raise ValueError(f"stage1.lr must be positive, got {lr}")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["eet_stage"] = 1
 
     def _losses(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         w, lmax = self.weights, self.max_intensity
@@ -86,6 +86,5 @@ class Stage1Module(EETBase):
     def configure_optimizers(self) -> Any:
         params = (p for p in self.parameters() if p.requires_grad)
         opt = adam(params, self.hparams.lr, self.hparams.betas, self.straightforward)
-        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, half_constant_then_linear(total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, half_constant_then_linear(self.epochs_for_schedule()))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

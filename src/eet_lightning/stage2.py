@@ -35,6 +35,9 @@ class Stage2Module(EETBase):
     and one discriminator step (Dsc, Dg) with manual optimization.
     """
 
+    stage = 2
+    previous_stage_arg = "stage1_ckpt"
+
     def __init__(
         self,
         arch: ArchConfig | dict[str, Any] | None = None,
@@ -116,9 +119,6 @@ class Stage2Module(EETBase):
             # Resuming a stage-2 run restores every weight from its own checkpoint right after this.
             self.load_stage1_weights(self.hparams.stage1_ckpt)
         super().setup(stage)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["eet_stage"] = 2
 
     # ----------------------------------------------------------------------------------------------
     # the two rounds of Fig. 1(a)
@@ -392,8 +392,7 @@ class Stage2Module(EETBase):
         d_params = [p for m in d_modules for p in m.parameters()]
         opt_g = adam(g_params, hp.lr_generator, hp.betas, self.straightforward)
         opt_d = adam(d_params, hp.lr_discriminator, hp.betas, self.straightforward)
-        total = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        factor = half_constant_then_linear(total)
+        factor = half_constant_then_linear(self.epochs_for_schedule())
         return [opt_g, opt_d], [
             torch.optim.lr_scheduler.LambdaLR(opt_g, factor),
             torch.optim.lr_scheduler.LambdaLR(opt_d, factor),

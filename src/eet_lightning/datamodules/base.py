@@ -20,6 +20,9 @@ class DataInfo:
     num_poses: int  # v: pose classes
     au_weights: list[float] = field(default_factory=list)  # w_i of eq. 5, from training occurrence rates
     max_intensity: int = 5  # l
+    # emotion classes (EMOTIONS of eet_lightning.data.synthetic) when every sample has an ``emotion`` label
+    # (StarGAN's domains), else 0
+    num_emotions: int = 0
 
 
 @dataclass(frozen=True)

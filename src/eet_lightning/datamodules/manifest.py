@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from eet_lightning.aus import DISFA_AUS, validate_aus
 from eet_lightning.data.manifest import (
+    EMOTIONS,
     MANIFEST_NAME,
     MAX_INTENSITY,
     FaceTable,
@@ -128,6 +129,8 @@ class ManifestDataModule(EETDataModule):
             num_poses=len(self.pose_values),
             au_weights=weights,
             max_intensity=int(MAX_INTENSITY),
+            # every row labelled: the samples carry ``emotion`` (see ManifestFaceSet)
+            num_emotions=len(EMOTIONS) if all(self.manifest.emotion[r] for r in [*train, *test]) else 0,
         )
         if self._info.num_identities < 2:
             raise ManifestError(f"{self.manifest.path}: the training split needs at least two subjects")

@@ -193,6 +193,7 @@ class SyntheticDataModule(EETDataModule):
                 torch.from_numpy(self.train_records.aus[:, self.au_columns]), int(R.MAX_INTENSITY)
             ).tolist(),
             max_intensity=int(R.MAX_INTENSITY),
+            num_emotions=len(R.EMOTIONS),
         )
         self.train_set: _TrainPairs | None = None
         self.val_set: _FixedPairs | None = None
