@@ -49,7 +49,7 @@ OPTION_CASES = [
     ("seed-text", ["--seed_everything", "abc"], ["seed_everything", "abc"]),
     ("logger-unknown", ["--logger", "mlflow"], ["logger", "mlflow"]),
     ("unknown-option", ["--stage1.lrr", "1e-4"], ["stage1.lrr"]),
-    ("loss-weight-negative", ["--model.loss_weights.lambda_u", "-1"], ["lambda_u", "non-negative"]),
+    ("loss-weight-negative", ["--model.loss_weights.lambda_u_swap", "-1"], ["lambda_u_swap", "non-negative"]),
     ("loss-weight-unknown", ["--model.loss_weights.lambda_q", "1"], ["lambda_q"]),
     ("variant-unknown", ["--model.variant", "eet_plus"], ["variant", "eet_plus"]),
     ("arch-width-zero", ["--model.arch.width", "0"], ["arch.width", "0"]),

@@ -110,8 +110,6 @@ def _load_data(config: str, overrides: Sequence[str]) -> Any:
 
     from eet_lightning.cli.fit import FitError, build_parser, resolve_config_names
 
-    parser = build_parser()
-    parser.exit_on_error = False  # one line from us instead of jsonargparse's usage dump and exit
     try:
         # finds bundled configs by name and checks the file is UTF-8 YAML holding a mapping
         argv = resolve_config_names(["--config", config, *overrides])
@@ -120,6 +118,8 @@ def _load_data(config: str, overrides: Sequence[str]) -> Any:
             str(err) if str(err).startswith("--config") else f"--config {config}: {err}"
         ) from err
     try:
+        parser = build_parser(argv)  # the options of the stages the config names
+        parser.exit_on_error = False  # one line from us instead of jsonargparse's usage dump and exit
         cfg = parser.parse_args(argv)
     except FitError as err:
         raise EvaluateError(f"--config {config}: {err}") from err

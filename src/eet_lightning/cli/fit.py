@@ -1,57 +1,55 @@
-"""`eet-fit`: stage 1 then stage 2 of EET from one YAML file.
+"""`eet-fit`: every training stage of a method from one YAML file (EET: stage 1 then stage 2).
 
 eet-fit --config configs/synthetic.yaml
 eet-fit --config disfa.yaml --data.root /data/disfa_256 --trainer.devices 4
 eet-fit --config synthetic.yaml --stage 2 --data.batch_size 8
-eet-fit --config synthetic.yaml --print_config
+eet-fit --config ganimation_synthetic.yaml
+
+A config's ``stageN:`` section names the stage's LightningModule by ``class_path`` (a `TransferMethod`;
+EET's `Stage1Module` and `Stage2Module` when none is named) and holds its ``__init__`` arguments beside the
+stage's schedule (``max_epochs``, ...); ``model:`` holds the arguments that all stages of the method share
+(the stage classes' ``shared_hparams``). The options are read from the classes' signatures: each
+hyper-parameter is declared once, in its module.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import math
 import os
 import shutil
 import sys
+import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import pytorch_lightning as pl  # noqa: E402
-import yaml  # noqa: E402
-from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser  # noqa: E402
-from lightning_fabric.utilities.exceptions import MisconfigurationException  # noqa: E402
-from PIL import Image  # noqa: E402
+import pytorch_lightning as pl
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from PIL import Image
 
-from eet_lightning.base import LossWeights, Variant  # noqa: E402
-from eet_lightning.callbacks import ImageGridCallback, first_pairs, pair_grid  # noqa: E402
-from eet_lightning.checkpoint_io import read_checkpoint  # noqa: E402
-from eet_lightning.datamodules.base import EETDataModule  # noqa: E402
-from eet_lightning.durability import (  # noqa: E402
+from eet_lightning.callbacks import ImageGridCallback, first_pairs, pair_grid
+from eet_lightning.checkpoint_io import read_checkpoint
+from eet_lightning.datamodules.base import EETDataModule
+from eet_lightning.durability import (
     AtomicCheckpointIO,
     RNGStateCallback,
     RunLock,
     RunLockedError,
     remove_stale_temporaries,
 )
-from eet_lightning.nets import ArchConfig  # noqa: E402
-from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
-from eet_lightning.stage1 import Stage1Module  # noqa: E402
-from eet_lightning.stage2 import Stage2Module  # noqa: E402
+from eet_lightning.methods.training import TransferMethod
+from eet_lightning.runtime import configure_process, tune_for_cli
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
-@dataclass
-class ModelOptions:
-    """Shared by both stages. n, v, m, the AU weights and the image size come from the data."""
-
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    variant: Variant = "eet"  # eet | eet_single | bs_net | b_net (Table II)
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    # channels-last memory format while training: the same results up to float rounding, faster
-    # convolutions on CPU (oneDNN) and on CUDA with mixed precision
-    channels_last: bool = False
+# the first stage when a config names none (the configs written before methods were plug-ins)
+DEFAULT_FIRST_STAGE = "eet_lightning.stage1.Stage1Module"
+MAX_STAGES = 9
 
 
 @dataclass
@@ -63,38 +61,98 @@ class StageSchedule:
     batch_size: int | None = None  # pairs per device per step in this stage (None: data.batch_size)
 
 
-@dataclass
-class Stage1Options(StageSchedule):
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.95, 0.999)
-    detach_discriminator_inputs: bool = False
-
-
-@dataclass
-class Stage2Options(StageSchedule):
-    lr_generator: float = 3e-5
-    lr_discriminator: float = 3e-5
-    betas: tuple[float, float] = (0.5, 0.9)
-    train_au_encoder_on_generated: bool = True
-    train_feature_discriminators: bool = False
-    stage1_ckpt: str | None = None  # default: <run_dir>/stage1/last.ckpt
-
-
 class FitError(Exception):
     """A user-facing problem: printed as one line, exit status 2."""
 
 
-def build_parser() -> ArgumentParser:
+def stage_classes(argv: Sequence[str]) -> list[type[TransferMethod]]:
+    """The LightningModule of each stage, read before the options are (they come from its signature):
+    ``stageN.class_path`` of the configs in ``argv`` (later ones win) and of ``--stageN.class_path``
+    options; a stage that names none follows the one before it (`TransferMethod.next_stage`), and the
+    first defaults to EET's stage 1. ``argv`` has its config names resolved (`resolve_config_names`)."""
+    named: dict[int, str] = {}
+    sections: set[int] = set()
+    args = list(argv)
+    for i, arg in enumerate(args):
+        value = None
+        if arg == "--config" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            loaded = yaml.safe_load(Path(value).read_text(encoding="utf-8")) or {}
+            for key, section in loaded.items():
+                k = _stage_number(key)
+                if k is None:
+                    continue
+                sections.add(k)
+                if isinstance(section, dict) and section.get("class_path"):
+                    named[k] = str(section["class_path"])
+        for k in range(1, MAX_STAGES + 1):
+            flag = f"--stage{k}.class_path"
+            if arg == flag and i + 1 < len(args):
+                named[k] = args[i + 1]
+            elif arg.startswith(flag + "="):
+                named[k] = arg.split("=", 1)[1]
+    classes = [_import_stage(named.get(1, DEFAULT_FIRST_STAGE), "stage1.class_path")]
+    while True:
+        k = len(classes) + 1
+        path = named.get(k) or classes[-1].next_stage
+        if path is None:
+            break
+        if k > MAX_STAGES:
+            raise FitError(f"a method may have at most {MAX_STAGES} stages")
+        classes.append(_import_stage(path, f"stage{k}.class_path"))
+    extra = sorted(k for k in sections | set(named) if k > len(classes))
+    if extra:
+        raise FitError(
+            f"the config has a stage{extra[0]} section, but {classes[0].__name__}'s method "
+            f"({classes[0].method or 'unnamed'}) has {len(classes)} stage(s); remove it or name its class_path"
+        )
+    return classes
+
+
+def _stage_number(key: Any) -> int | None:
+    if isinstance(key, str) and key.startswith("stage") and key[5:].isdigit():
+        return int(key[5:])
+    return None
+
+
+def _import_stage(path: str, what: str) -> type[TransferMethod]:
+    module_name, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name) if module_name else None
+    except (ImportError, AttributeError) as err:
+        raise FitError(f"{what}: cannot import {path!r} ({err})") from None
+    if not (inspect.isclass(cls) and issubclass(cls, TransferMethod)):
+        raise FitError(
+            f"{what}: {path!r} is not a training stage (a subclass of eet_lightning.methods.training.TransferMethod)"
+        )
+    return cls
+
+
+def _init_parameters(cls: type) -> list[str]:
+    params = inspect.signature(cls.__init__).parameters.items()
+    return [n for n, p in params if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def build_parser(argv: Sequence[str] = ()) -> ArgumentParser:
+    """The options of ``eet-fit`` for the stages ``argv`` names (`stage_classes`)."""
+    classes = stage_classes(argv)
     # exit_on_error=False: a parse error is raised (and printed by main() as one line) instead of
     # jsonargparse's usage dump of every option
     parser = ArgumentParser(
-        prog="eet-fit", description="Train EET: stage 1, then stage 2, from one config.", exit_on_error=False
+        prog="eet-fit", description="Train a method's stages from one config.", exit_on_error=False
     )
+    parser.stage_classes = classes  # type: ignore[attr-defined]
     parser.add_argument(
         "--config", action=ActionConfigFile, help="YAML config (a bundled name such as disfa.yaml works too)"
     )
     parser.add_argument(
-        "--stage", type=Literal["1", "2", "both"], default="both", help="which stage(s) to run"
+        "--stage",
+        type=str,
+        default="all",
+        help=f"which stage(s) to run: 1..{len(classes)} or all (both: all)",
     )
     parser.add_argument(
         "--run_dir", type=str, default="runs/eet", help="folder for checkpoints, logs, grids, config"
@@ -105,16 +163,31 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--logger",
-        type=Literal["csv", "tensorboard", "wandb", "none"],
+        type=typing.Literal["csv", "tensorboard", "wandb", "none"],
         default="csv",
         help="where metrics go",
     )
     parser.add_argument("--wandb_project", type=str, default="eet-lightning")
     parser.add_argument("--grid_pairs", type=int, default=6, help="validation pairs shown in the image grids")
     parser.add_subclass_arguments(EETDataModule, "data", required=True)
-    parser.add_class_arguments(ModelOptions, "model")
-    parser.add_class_arguments(Stage1Options, "stage1")
-    parser.add_class_arguments(Stage2Options, "stage2")
+    first = classes[0]
+    shared = set(first.shared_hparams)
+    if shared:
+        skip = set(_init_parameters(first)) - shared
+        parser.add_method_arguments(first, "__init__", "model", skip=skip)
+    hints = typing.get_type_hints(StageSchedule)
+    for k, cls in enumerate(classes, 1):
+        skip = shared | set(cls.data_hparams)
+        if set(_init_parameters(cls)) - skip:
+            parser.add_method_arguments(cls, "__init__", f"stage{k}", skip=skip)
+        parser.add_argument(
+            f"--stage{k}.class_path",
+            type=str,
+            default=f"{cls.__module__}.{cls.__qualname__}",
+            help=f"the LightningModule of stage {k}",
+        )
+        for f in dataclasses.fields(StageSchedule):
+            parser.add_argument(f"--stage{k}.{f.name}", type=hints[f.name], default=f.default)
     parser.add_class_arguments(
         pl.Trainer,
         "trainer",
@@ -263,11 +336,6 @@ def _resume_path(run_dir: Path, stage: str, resume: bool) -> str | None:
     return None
 
 
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise FitError(f"{name} must be a positive finite number, got {value!r}")
-
-
 def _check_schedule(name: str, sched: StageSchedule) -> None:
     """Every stage option checked before anything is written."""
     if sched.max_epochs < 1:
@@ -289,12 +357,6 @@ def _check_schedule(name: str, sched: StageSchedule) -> None:
         raise FitError(
             f"{name}.batch_size must be >= 1 (or null for data.batch_size), got {sched.batch_size}"
         )
-    lrs = ("lr",) if isinstance(sched, Stage1Options) else ("lr_generator", "lr_discriminator")
-    for lr in lrs:
-        _positive(f"{name}.{lr}", getattr(sched, lr))
-    betas = tuple(sched.betas)
-    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
-        raise FitError(f"{name}.betas must be two numbers in [0, 1), got {list(betas)}")
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -335,6 +397,53 @@ def _use_batch_size(data: EETDataModule, sched: StageSchedule, default: int | No
     data.hparams.batch_size = sched.batch_size if sched.batch_size is not None else default
 
 
+@dataclass
+class Stage:
+    """One training stage as configured: its module class and arguments, schedule and folder."""
+
+    number: int
+    cls: type[TransferMethod]
+    init_args: dict[str, Any]
+    schedule: StageSchedule
+
+    @property
+    def name(self) -> str:
+        return f"stage{self.number}"
+
+
+def _stages(cfg: Any, init: Any, classes: list[type[TransferMethod]], data: EETDataModule) -> list[Stage]:
+    """Every configured stage, its arguments checked and completed from the data (nothing built yet)."""
+    shared = dict(vars(init.model)) if "model" in init and init.model is not None else {}
+    if not isinstance(shared, dict):
+        shared = dict(shared)
+    schedule_keys = {f.name for f in dataclasses.fields(StageSchedule)}
+    out = []
+    for k, cls in enumerate(classes, 1):
+        section = init[f"stage{k}"]
+        values = dict(vars(section)) if not isinstance(section, dict) else dict(section)
+        expected = f"{cls.__module__}.{cls.__qualname__}"
+        if values.pop("class_path", expected) != expected:  # read before parsing; cannot differ
+            raise FitError(f"stage{k}.class_path changed while the options were read")
+        schedule = StageSchedule(**{key: values.pop(key) for key in schedule_keys})
+        _check_schedule(f"stage{k}", schedule)
+        init_args = {**{key: shared[key] for key in cls.shared_hparams if key in shared}, **values}
+        try:
+            cls.check_init_args(init_args, f"stage{k}")
+            init_args = cls.complete_init_args(init_args, data)
+        except (ValueError, TypeError) as err:
+            raise FitError(_one_line(err)) from err
+        out.append(Stage(k, cls, init_args, schedule))
+    return out
+
+
+def _selected(choice: str, count: int) -> list[int]:
+    if choice in ("all", "both"):
+        return list(range(1, count + 1))
+    if choice.isdigit() and 1 <= int(choice) <= count:
+        return [int(choice)]
+    raise FitError(f"--stage must be 1..{count} or all for this method ({count} stage(s)), got {choice!r}")
+
+
 _LOCKS: list[RunLock] = []
 
 
@@ -346,48 +455,33 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     except ValueError as err:
         raise FitError(_one_line(err)) from err
     data: EETDataModule = init.data
-    info = data.info
-    model_opts: ModelOptions = init.model
-    arch = replace(
-        ArchConfig.coerce(model_opts.arch),
-        image_size=data.image_size,
-        num_aus=len(info.aus),
-        num_identities=info.num_identities,
-        num_poses=info.num_poses,
-    )
-    common = dict(
-        arch=arch,
-        aus=list(info.aus),
-        au_weights=list(info.au_weights) or None,
-        variant=model_opts.variant,
-        loss_weights=LossWeights.coerce(model_opts.loss_weights),
-        channels_last=model_opts.channels_last,
-    )
-    s1: Stage1Options = init.stage1
-    s2: Stage2Options = init.stage2
-    _check_schedule("stage1", s1)
-    _check_schedule("stage2", s2)
-    stages = ["1", "2"] if cfg.stage == "both" else [cfg.stage]
-    # Fail on a missing stage-1 checkpoint before spending any time
-    stage1_ckpt = Path(s2.stage1_ckpt) if s2.stage1_ckpt else run_dir / "stage1" / "last.ckpt"
-    if (
-        stages == ["2"]
-        and not stage1_ckpt.is_file()
-        and not (cfg.resume and (run_dir / "stage2" / "last.ckpt").is_file())
-    ):
-        raise FitError(
-            f"stage 2 needs a stage-1 checkpoint, but {stage1_ckpt} does not exist (run --stage 1 first "
-            f"or set --stage2.stage1_ckpt)"
-        )
+    classes = parser.stage_classes  # type: ignore[attr-defined]
+    stages = _stages(cfg, init, classes, data)
+    selected = _selected(cfg.stage, len(stages))
     if cfg.grid_pairs < 1:
         raise FitError(f"--grid_pairs must be >= 1, got {cfg.grid_pairs}")
+    # a stage that starts from the one before it: that checkpoint is checked (read safely, the right stage)
+    # before anything runs; when the earlier stage runs too, it is written first
+    for stage in stages:
+        arg = stage.cls.previous_stage_arg
+        if arg is None or stage.number == 1:
+            continue
+        given = stage.init_args.get(arg)
+        previous = Path(given) if given else run_dir / f"stage{stage.number - 1}" / "last.ckpt"
+        stage.init_args[arg] = str(previous)
+        resuming = cfg.resume and (run_dir / stage.name / "last.ckpt").is_file()
+        if stage.number in selected and stage.number - 1 not in selected and not resuming:
+            if not previous.is_file():
+                raise FitError(
+                    f"stage {stage.number} needs a stage-{stage.number - 1} checkpoint, but {previous} does not "
+                    f"exist (run --stage {stage.number - 1} first or set --{stage.name}.{arg})"
+                )
+            read_checkpoint(
+                previous,
+                stage.number - 1,
+                f"--{stage.name}.{arg}" if given else f"stage {stage.number}'s stage-{stage.number - 1} file",
+            )
     _check_run_dir(run_dir)
-    resuming2 = cfg.resume and (run_dir / "stage2" / "last.ckpt").is_file()
-    if "2" in stages and not resuming2 and "1" not in stages:
-        # the stage-1 file stage 2 starts from: read (safely) and checked now, before anything is written
-        read_checkpoint(
-            stage1_ckpt, 1, "--stage2.stage1_ckpt" if s2.stage1_ckpt else "stage 2's stage-1 file"
-        )
 
     # Under the lock (another run may be writing the folder): what the folder holds, then the Trainers
     # (a bad trainer option, such as an accelerator this machine lacks, is refused here). A refusal leaves
@@ -398,13 +492,23 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
     if lock is not None:
         lock.acquire()  # held until the process ends: a second eet-fit on this folder refuses
         _LOCKS.append(lock)
+    final = stages[-1]
+    trainers: dict[int, pl.Trainer] = {}
+    resume: dict[int, str | None] = {}
     try:
-        resume1 = _resume_path(run_dir, "stage1", cfg.resume) if "1" in stages else None
-        resume2 = _resume_path(run_dir, "stage2", cfg.resume) if "2" in stages else None
-        grids = ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix="stage2")
+        for stage in stages:
+            if stage.number in selected:
+                resume[stage.number] = _resume_path(run_dir, stage.name, cfg.resume)
         try:
-            trainer1 = _trainer(cfg, s1, run_dir, "stage1", []) if "1" in stages else None
-            trainer2 = _trainer(cfg, s2, run_dir, "stage2", [grids]) if "2" in stages else None
+            for stage in stages:
+                if stage.number not in selected:
+                    continue
+                extra = []
+                if stage is final:
+                    extra = [
+                        ImageGridCallback(run_dir / "samples", num_pairs=cfg.grid_pairs, prefix=stage.name)
+                    ]
+                trainers[stage.number] = _trainer(cfg, stage.schedule, run_dir, stage.name, extra)
         except MisconfigurationException as err:
             raise FitError(f"trainer: {err}") from None
     except BaseException:
@@ -414,49 +518,34 @@ def run(cfg: Any, parser: ArgumentParser) -> dict[str, Path]:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    for stage in ("stage1", "stage2"):
-        remove_stale_temporaries(run_dir / stage)  # what a killed save left behind
+    for stage in stages:
+        remove_stale_temporaries(run_dir / stage.name)  # what a killed save left behind
     parser.save(cfg, run_dir / "config.yaml", overwrite=True, skip_check=True)
     written: dict[str, Path] = {"config": run_dir / "config.yaml"}
     if hasattr(data, "write_previews"):
         written.update(data.write_previews(run_dir))
 
     data_batch_size = getattr(data.hparams, "batch_size", None)
-    if "1" in stages:
-        pl.seed_everything(cfg.seed_everything, workers=True)
-        _use_batch_size(data, s1, data_batch_size)
-        module1 = Stage1Module(
-            **common,
-            lr=s1.lr,
-            betas=tuple(s1.betas),
-            detach_discriminator_inputs=s1.detach_discriminator_inputs,
-        )
-        assert trainer1 is not None
-        trainer1.fit(module1, datamodule=data, ckpt_path=resume1, weights_only=True)
-        written["stage1"] = run_dir / "stage1" / "last.ckpt"
-
-    if "2" in stages:
-        pl.seed_everything(cfg.seed_everything + 1, workers=True)
-        _use_batch_size(data, s2, data_batch_size)
-        module2 = Stage2Module(
-            **common,
-            stage1_ckpt=str(stage1_ckpt),
-            lr_generator=s2.lr_generator,
-            lr_discriminator=s2.lr_discriminator,
-            betas=tuple(s2.betas),
-            train_au_encoder_on_generated=s2.train_au_encoder_on_generated,
-            train_feature_discriminators=s2.train_feature_discriminators,
-        )
-        assert trainer2 is not None
-        trainer2.fit(module2, datamodule=data, ckpt_path=resume2, weights_only=True)
-        written["stage2"] = run_dir / "stage2" / "last.ckpt"
-        if trainer2.is_global_zero:
-            written["grid"] = write_test_grid(module2, data, run_dir / "test_grid.png", cfg.grid_pairs)
+    for stage in stages:
+        if stage.number not in selected:
+            continue
+        pl.seed_everything(cfg.seed_everything + stage.number - 1, workers=True)
+        _use_batch_size(data, stage.schedule, data_batch_size)
+        try:
+            module = stage.cls(**stage.init_args)
+        except (ValueError, TypeError) as err:
+            raise FitError(f"{stage.name}: {_one_line(err)}") from err
+        trainer = trainers[stage.number]
+        trainer.fit(module, datamodule=data, ckpt_path=resume[stage.number], weights_only=True)
+        written[stage.name] = run_dir / stage.name / "last.ckpt"
+        if stage is final and trainer.is_global_zero:
+            written["grid"] = write_test_grid(module, data, run_dir / "test_grid.png", cfg.grid_pairs)
     return written
 
 
-def write_test_grid(module: Stage2Module, data: EETDataModule, path: Path, pairs: int) -> Path:
-    """Grid of (Ia, Ib, swapped, self-reconstructed, cross-cycle[, truth]) on held-out test pairs."""
+def write_test_grid(module: TransferMethod, data: EETDataModule, path: Path, pairs: int) -> Path:
+    """The method's image grid (`TransferMethod.log_images`: inputs, swaps, ... [, truth]) on held-out
+    test pairs."""
     data.setup("test")
     batch = first_pairs(data.test_dataloader(), pairs)
     module.eval()
@@ -492,9 +581,10 @@ def main(args: Sequence[str] | None = None) -> int:
     configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     argv = list(sys.argv[1:] if args is None else args)
     tune_for_cli()  # reuse freed memory (see eet_lightning.runtime)
-    parser = build_parser()
     try:
-        cfg = parser.parse_args(resolve_config_names(argv))
+        argv = resolve_config_names(argv)
+        parser = build_parser(argv)
+        cfg = parser.parse_args(argv)
         written = run(cfg, parser)
     except (FitError, ArgumentError, ValueError, RunLockedError, OSError) as err:
         if os.environ.get("EET_DEBUG"):

@@ -71,7 +71,9 @@ class TransferModel(nn.Module):
     ) -> TransferModel:
         """Build from the method's final checkpoint (or eet-export's weights), on ``map_location`` (CPU when
         None), in eval mode. The file is read with `read_checkpoint`: nothing in it can run code."""
-        ckpt = read_checkpoint(path, cls.final_stage, f"{cls.__name__}.load_from_checkpoint", method=cls.method)
+        ckpt = read_checkpoint(
+            path, cls.final_stage, f"{cls.__name__}.load_from_checkpoint", method=cls.method
+        )
         return cls.from_checkpoint(ckpt, map_location, **options)
 
     @classmethod
@@ -208,7 +210,9 @@ class TransferModel(nn.Module):
         out = {}
         for key, value in labels.items():
             if key not in self.condition_labels:
-                raise ValueError(f"{name}: {key!r} is not a condition of this model ({list(self.condition_labels)})")
+                raise ValueError(
+                    f"{name}: {key!r} is not a condition of this model ({list(self.condition_labels)})"
+                )
             t = torch.as_tensor(value)
             if t.shape[:1] != (count,):
                 raise ValueError(f"{name}[{key!r}]: one value per image ({count}), got shape {list(t.shape)}")

@@ -64,7 +64,10 @@ class TransferMethod(pl.LightningModule):
         in [0, 1); subclasses add their own checks."""
         for key, value in init_args.items():
             if (key == "lr" or key.startswith("lr_")) and not (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
             ):
                 raise ValueError(f"{name}.{key} must be a positive finite number, got {value!r}")
         if "betas" in init_args:
