@@ -18,9 +18,11 @@ In one run, on the machine it runs on, it measures
   compiles, is not timed), with the max abs output difference against "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
-  without a Trainer, in the straightforward form ("reference": each side of a pair through its own passes,
-  each discriminator input through its own call, Er's branches one after the other, contiguous tensors,
-  torch's default Adam, the C allocator's defaults) and the form eet-fit trains with ("optimized": batched
+  without a Trainer, in the straightforward form ("reference", built by `reference_forms.reference_form`
+  beside this file: each side of a pair through its own passes, each discriminator input through its own
+  call, Du and Dd one call each, spectral norm as ``W / sigma`` then the convolution, aten's PReLU
+  backward, torch's default Adam; and Er's branches one after the other, contiguous tensors, the C
+  allocator's defaults) and the form eet-fit trains with ("optimized": batched
   passes, shared discriminator calls, Du and Dd side by side, fused Adam, the tuned allocator, the
   YAML's Er form and memory format, spectral norm dividing the convolution's output where that is smaller than the weight, the
   vectorized PReLU backward), with the speed-up between them, and the optimized form under bf16 autocast
@@ -77,13 +79,13 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from eet_lightning.model import EETModel  # noqa: E402
 from eet_lightning.nets import ArchConfig  # noqa: E402
-from eet_lightning.nets.kernels.spectral_norm import SpectralNormMixin  # noqa: E402
 from eet_lightning.runtime import configure_process, tune_cpu_allocator  # noqa: E402
 from eet_lightning.stage1 import Stage1Module  # noqa: E402
 from eet_lightning.stage2 import Stage2Module  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data_throughput  # noqa: E402
+from reference_forms import reference_form, unscaled_spectral_norm  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = ("reference", "inference", "training", "data")
@@ -385,9 +387,7 @@ def run_inference(
             cfg.arch.grouped_au_encoder if variant.startswith("fused") else variant == "grouped"
         )
         if variant in ("fp32", "allocator", "channels_last"):  # spectral norm as W / sigma, then the conv
-            for layer in model.modules():
-                if isinstance(layer, SpectralNormMixin):
-                    layer.scale_output = False
+            unscaled_spectral_norm(model)
         x, y = a, b
         if variant.startswith("fused"):
             model.fuse()
@@ -453,11 +453,12 @@ def _no_log(*args: Any, **kwargs: Any) -> None:
     """Stands in for ``log_losses``: outside a Trainer, Lightning's ``self.log`` has nowhere to go."""
 
 
-# Training forms: "reference" is the straightforward one (each side of a pair through its own passes, each
-# discriminator input through its own call, Er's branches one after the other, contiguous tensors, torch's
-# default Adam, the C allocator's defaults); "optimized" is what eet-fit trains with for that config (batched
-# passes, shared discriminator calls, fused Adam, the tuned allocator, and the YAML's
-# arch.grouped_au_encoder and channels_last).
+# Training forms: "reference" is the straightforward one (`reference_forms.reference_form`: each side of a
+# pair through its own passes, each discriminator input through its own call, torch's default Adam, aten's
+# PReLU backward, spectral norm on the weight; plus Er's branches one after the other, contiguous tensors,
+# the C allocator's defaults); "optimized" is what eet-fit trains with for that config (the library's
+# stage modules as they are: batched passes, shared discriminator calls, fused Adam, the tuned allocator,
+# and the YAML's arch.grouped_au_encoder and channels_last).
 TRAINING_FORMS = ("reference", "optimized", "optimized_bf16")
 # the forms compared call for call (the bf16 one computes other numbers: it is a precision choice)
 SAME_ARITHMETIC_FORMS = ("reference", "optimized")
@@ -480,7 +481,8 @@ def _training_module(
         **options,
     ).to(device)
     module.au_related_encoder.grouped = optimized and cfg.arch.grouped_au_encoder
-    module.straightforward = not optimized
+    if not optimized:  # per-side passes, separate discriminator calls, default Adam, reference layers
+        reference_form(module)
     module.trainer = SimpleNamespace(max_epochs=1)  # all configure_optimizers reads from a Trainer
     module.setup("fit")
     module.train()

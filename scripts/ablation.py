@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             model = EETModel.load_from_checkpoint(run_dir / v / "stage2" / "last.ckpt")
             target, source = images[pairs["target"]], images[pairs["source"]]
             gt = score_transfer(model, target, source, truth["truth"], aus_only=truth["aus_only"])
-            ex = P.score_expression(pairs, faces, {"eet": P.eet_generator(model)}, reader, len(model.aus))
+            ex = P.score_expression(pairs, faces, {"eet": P.model_generator(model)}, reader, len(model.aus))
             rows[v] = {"groundtruth": gt, "expression": ex}
     except (EvaluateError, ScorerError, ValueError, OSError) as err:
         print(f"ablation: error: {err}", file=sys.stderr)

@@ -215,7 +215,7 @@ def ckpt_that_runs_code(w: Work):
 def ckpt_hollow(w: Work):  # the stage marker of a stage-2 checkpoint and nothing else
     path = w.inputs / "hollow.ckpt"
     torch.save({"eet_stage": 2}, path)
-    return w.args(ckpt=path), ("--ckpt", str(path), "not a complete eet-lightning stage-2 checkpoint")
+    return w.args(ckpt=path), ("--ckpt", str(path), "not a complete eet-lightning checkpoint")
 
 
 # scorers and other files ------------------------------------------------------------------------------

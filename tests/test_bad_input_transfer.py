@@ -269,11 +269,11 @@ CASES: dict[str, Builder] = {
     "ckpt_runs_code": lambda f, c, o: (["--ckpt", f["ckpt_unsafe"]], ["--ckpt", "unsafe.ckpt", "refused"]),
     "ckpt_without_hparams": lambda f, c, o: (
         ["--ckpt", f["ckpt_no_hparams"]],
-        ["--ckpt", "no_hparams.ckpt", "not a complete eet-lightning stage-2 checkpoint"],
+        ["--ckpt", "no_hparams.ckpt", "not a complete eet-lightning checkpoint"],
     ),
     "ckpt_without_generator": lambda f, c, o: (
         ["--ckpt", f["ckpt_no_generator"]],
-        ["--ckpt", "no_generator.ckpt", "not a complete eet-lightning stage-2 checkpoint"],
+        ["--ckpt", "no_generator.ckpt", "not a complete eet-lightning checkpoint"],
     ),
     # --- the output folder
     "out_is_a_file": lambda f, c, o: (["--out", f["file"]], ["--out", "a_file", "not a folder"]),

@@ -122,7 +122,11 @@ def test_bench_steps_update_what_training_updates() -> None:
     device = torch.device("cpu")
     step = bench.stage2_step(cfg, device, optimized=False)
     module = step.module
-    assert not module.au_related_encoder.grouped and module.straightforward  # the reference form
+    # the reference form: benchmarks/reference_forms.py's stage module and layers, Er's branches in a loop
+    forms = sys.modules["reference_forms"]  # imported by bench.py
+    assert not module.au_related_encoder.grouped and isinstance(module, forms.ReferenceStage2Module)
+    assert not any(isinstance(m, forms.PReLU) for m in module.modules())
+    assert any(isinstance(m, forms.UnscaledSpectralNorm) for m in module.modules())
     # parameters only: forward passes alone move batch-norm statistics and spectral-norm vectors
     before = {k: v.detach().clone() for k, v in module.named_parameters()}
     step()
@@ -134,6 +138,7 @@ def test_bench_steps_update_what_training_updates() -> None:
     assert not {"encoder", "attribute_classifier"} & changed
     step1 = bench.stage1_step(cfg, device, optimized=True)
     assert step1.module.au_related_encoder.grouped
+    assert type(step1.module) is bench.Stage1Module  # the optimized form: the library's module as it is
     before = [p.clone() for p in step1.module.encoder.parameters()]
     step1()
     assert any(not torch.equal(p, q) for p, q in zip(step1.module.encoder.parameters(), before))

@@ -5,6 +5,7 @@ E's feature of the input inside G (``arch.generator_skip``), the mask and flow l
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,9 @@ from eet_lightning.nets import ArchConfig, FeatureEncoder, Generator
 from eet_lightning.nets.modules import FLOW_RANGE, warp
 from eet_lightning.stage2 import Stage2Module
 from stage2_step import stage2_inputs, stage2_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from reference_forms import reference_form  # noqa: E402
 
 ARCH = dict(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
 
@@ -214,14 +218,15 @@ def _side(seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("output", ["composite", "warp_composite"])
-def test_straightforward_and_batched_passes_agree_with_an_editing_generator(output: str) -> None:
-    """The same losses and G's gradients from the per-side passes and the batched ones (the encoders'
-    PReLU slopes see inputs within rounding of their kink, so their gradients are compared in
-    tests/test_equivalence.py on weights drawn away from it)."""
+def test_reference_and_batched_passes_agree_with_an_editing_generator(output: str) -> None:
+    """The same losses and G's gradients from the per-side passes (benchmarks/reference_forms.py) and the
+    batched ones (the encoders' PReLU slopes see inputs within rounding of their kink, so their gradients
+    are compared in tests/test_equivalence.py on weights drawn away from it)."""
     results = []
-    for straightforward in (True, False):
+    for reference in (True, False):
         m = _stage2(output).eval()
-        m.straightforward = straightforward
+        if reference:
+            reference_form(m)
         results.append(stage2_step(m, stage2_inputs()))
     (l0, g0, _), (l1, g1, _) = results
     assert {"L_mask", "L_mask_tv"} <= l0.keys()

@@ -1,8 +1,11 @@
 """Faster forms compute what the straightforward forms compute: the inference forms of `nets/fuse.py`,
-and the batched passes of a training step against one image at a time."""
+and the batched passes of a training step against one image at a time. The straightforward training
+forms the library no longer carries (per-side passes, separate discriminator calls, default Adam, aten's
+PReLU backward, spectral norm on the weight) are benchmarks/reference_forms.py's."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,15 @@ from eet_lightning.nets.fuse import (
 from eet_lightning.nets.kernels.spectral_norm import SNConv2d, SNConvTranspose2d, SpectralNormMixin
 from eet_lightning.stage2 import Stage2Module
 from stage2_step import assert_stage2_results_close, stage2_inputs, stage2_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from reference_forms import (  # noqa: E402
+    REFERENCE_MODULES,
+    UnscaledSpectralNorm,
+    aten_prelu,
+    reference_form,
+    unscaled_spectral_norm,
+)
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 # a whole generator output after several renormalizations: float rounding reaches ~1e-5
@@ -87,9 +99,7 @@ def _er_pair(norm: str, sn: bool) -> tuple[AURelatedEncoder, AURelatedEncoder]:
     # Spectral norm by the normalized weight in both forms (the side-by-side form always uses it): the
     # output-scaled form rounds differently, and a 1e-7 change flips PReLU's kink for an element or two,
     # which batch norm's backward spreads over the channel. Output scaling has its own tests below.
-    for module in looped.modules():
-        if isinstance(module, SpectralNormMixin):
-            module.scale_output = False
+    unscaled_spectral_norm(looped)
     return looped, grouped
 
 
@@ -138,9 +148,7 @@ def test_feature_discriminators_side_by_side_train_like_separate_calls(channels_
     for ours, theirs in zip(pairs[1], pairs[0]):
         ours.load_state_dict(theirs.state_dict())
         for module in (ours, theirs):  # the side-by-side form normalizes the weight; so does this one
-            for layer in module.modules():
-                if isinstance(layer, SpectralNormMixin):
-                    layer.scale_output = False
+            unscaled_spectral_norm(module)
     memory = torch.channels_last if channels_last else torch.contiguous_format
     for module in (*pairs[0], *pairs[1]):
         module.to(memory_format=memory).train()
@@ -284,7 +292,7 @@ def test_discriminator_shared_call_matches_separate_calls() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# spectral norm's own backward, whole-kernel convolutions, straightforward vs batched stage-2 passes
+# spectral norm's own backward, whole-kernel convolutions, reference vs batched stage-2 passes
 
 
 def _explicit_spectral_norm(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, dim: int, update: bool):
@@ -353,15 +361,17 @@ def test_whole_kernel_convolution_is_a_matrix_product(sn: bool, channels_last: b
             torch.testing.assert_close(g, e, **TOL)
 
 
-def test_straightforward_stage2_passes_give_the_same_losses_and_gradients() -> None:
-    """The straightforward form of a stage-2 step (each side through its own passes of E, Ef, Er and G,
-    each discriminator input through its own call) and the batched one: the same losses and the same
-    gradients for the generator step and the discriminator step (eval mode, so that spectral norm's power
-    iteration, which runs once per call, does not run more often in one form than in the other)."""
+def test_reference_stage2_passes_give_the_same_losses_and_gradients() -> None:
+    """The reference form of a stage-2 step (each side through its own passes of E, Ef, Er and G, each
+    discriminator input through its own call, aten's PReLU backward, spectral norm on the weight) and the
+    library's batched one: the same losses and the same gradients for the generator step and the
+    discriminator step (eval mode, so that spectral norm's power iteration, which runs once per call, does
+    not run more often in one form than in the other)."""
     results = []
-    for straightforward in (True, False):
+    for reference in (True, False):
         m = _eval_stage2()
-        m.straightforward = straightforward
+        if reference:
+            reference_form(m)
         results.append(stage2_step(m, stage2_inputs()))
     losses, gen, disc = results[0]
     assert {"L_adg", "L_sc", "D_g", "D_sc"} <= losses.keys()
@@ -374,21 +384,22 @@ def test_straightforward_stage2_passes_give_the_same_losses_and_gradients() -> N
 @pytest.mark.parametrize("stage", [1, 2])
 def test_fused_adam_steps_like_torch_default(stage: int) -> None:
     """Both stages' optimizers use torch's fused Adam; from the same gradients it moves every parameter as
-    the straightforward form's default Adam does."""
+    the reference form's default Adam does."""
     from types import SimpleNamespace
 
     from eet_lightning.stage1 import Stage1Module
 
     arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
     params = []
-    for straightforward in (True, False):
+    for reference in (True, False):
         torch.manual_seed(0)
         m = (Stage1Module if stage == 1 else Stage2Module)(arch=arch)
-        m.straightforward = straightforward
+        if reference:
+            reference_form(m)
         m.trainer = SimpleNamespace(max_epochs=1)
         config = m.configure_optimizers()
         optimizers = [config["optimizer"]] if stage == 1 else config[0]
-        assert all(bool(o.defaults["fused"]) != straightforward for o in optimizers)
+        assert all(bool(o.defaults["fused"]) != reference for o in optimizers)
         gen = torch.Generator().manual_seed(2)
         for _ in range(3):
             for o in optimizers:
@@ -474,8 +485,7 @@ def test_output_scaled_spectral_norm_only_where_the_output_is_smaller() -> None:
     x = torch.randn(2, 32, 4, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         scaled = deep(x)
-        deep.scale_output = False
-        plain = deep(x)
+        plain = unscaled_spectral_norm(deep)(x)
     assert scaled.dtype == plain.dtype == torch.bfloat16
     torch.testing.assert_close(scaled.float(), plain.float(), rtol=2e-2, atol=2e-2)
 
@@ -510,11 +520,10 @@ def test_prelu_backward_matches_aten(per_channel: bool, layouts: tuple[str, str]
     torch.testing.assert_close(out, want_out, rtol=0, atol=0)
     torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-5)
-    # no gradient wanted: aten's forward alone; the straightforward form keeps aten's backward
+    # no gradient wanted: aten's forward alone; the reference form (torch's own layer) keeps aten's backward
     with torch.no_grad():
         assert ours(x).grad_fn is None
-    ours.fast_backward = False
-    assert type(ours(x).grad_fn).__name__ != "PReLUFunctionBackward"
+    assert type(aten_prelu(ours)(x).grad_fn).__name__ != "PReLUFunctionBackward"
 
 
 def test_instance_norm_keeps_channels_last() -> None:
@@ -536,19 +545,27 @@ def test_instance_norm_keeps_channels_last() -> None:
     assert ours(torch.randn(2, 6, 5, 5)).is_contiguous()  # a contiguous input stays contiguous
 
 
-def test_straightforward_switch_reaches_every_layer() -> None:
-    """``module.straightforward = True`` puts every PReLU on aten's backward and every spectrally
-    normalized layer on the normalized weight; False puts them back."""
+@pytest.mark.parametrize("stage", [1, 2])
+def test_reference_form_reaches_every_layer(stage: int) -> None:
+    """`reference_form` turns a stage module into its reference subclass, every PReLU into torch's own and
+    every spectrally normalized layer onto the normalized weight, keeping the state dict; the library's
+    modules carry no switch to the reference form."""
     from eet_lightning.nets.kernels.prelu import PReLU
+    from eet_lightning.stage1 import Stage1Module
 
-    m = _eval_stage2()
+    kind = Stage1Module if stage == 1 else Stage2Module
+    arch = ArchConfig(image_size=64, width=0.125, encoder_width=0.25, num_identities=5, num_poses=3)
+    m = kind(arch=arch)
+    assert not hasattr(m, "straightforward") and not hasattr(kind, "_rounds_per_side")
     prelus = [x for x in m.modules() if isinstance(x, PReLU)]
     sn = [x for x in m.modules() if isinstance(x, SpectralNormMixin)]
-    assert prelus and sn
-    m.straightforward = True
-    assert not any(x.fast_backward for x in prelus) and not any(x.scale_output for x in sn)
-    m.straightforward = False
-    assert all(x.fast_backward for x in prelus) and all(x.scale_output for x in sn)
+    assert prelus and sn and not any(isinstance(x, UnscaledSpectralNorm) for x in sn)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    assert reference_form(m) is m and type(m) is REFERENCE_MODULES[kind] and isinstance(m, kind)
+    assert all(type(x) is nn.PReLU for x in prelus) and not any(isinstance(x, PReLU) for x in m.modules())
+    assert all(isinstance(x, UnscaledSpectralNorm) for x in sn)
+    assert m.state_dict().keys() == state.keys()
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in state.items())
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -623,7 +640,7 @@ def test_output_scaled_spectral_norm_trains_under_bf16_autocast() -> None:
     torch.manual_seed(0)
     scaled = SNConv2d(32, 48, 3, 2, 1).train()
     plain = copy.deepcopy(scaled)
-    plain.scale_output = False
+    unscaled_spectral_norm(plain)
     x = torch.randn(2, 32, 6, 6)
     results = []
     for layer in (scaled, plain):

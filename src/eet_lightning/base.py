@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
 from eet_lightning.aus import DISFA_AUS, validate_aus
+from eet_lightning.methods.training import TransferMethod, half_constant_then_linear  # noqa: F401
 from eet_lightning.nets import (
     ArchConfig,
     AttributeClassifier,
@@ -17,9 +18,6 @@ from eet_lightning.nets import (
     FeatureDiscriminator,
     FeatureEncoder,
 )
-from eet_lightning.nets.kernels.prelu import PReLU
-from eet_lightning.nets.kernels.spectral_norm import SpectralNormMixin
-from eet_lightning.methods.training import TransferMethod, half_constant_then_linear  # noqa: F401
 from eet_lightning.runtime import configure_process
 from eet_lightning.variants import Variant, variant_flags
 
@@ -60,22 +58,6 @@ class LossWeights:
         if unknown:
             raise ValueError(f"unknown loss weight(s): {sorted(unknown)}")
         return cls(**value)
-
-
-def adam(
-    params: Iterable[torch.nn.Parameter], lr: float, betas: Sequence[float], straightforward: bool = False
-) -> torch.optim.Adam:
-    """Adam as both stages use it: torch's fused kernel, one pass over each tensor instead of the ten or
-    so of the multi-tensor form (the same update up to float rounding: 1.5e-8 after six steps). At Table
-    I's size the discriminators' step went from ~100 ms to ~20 ms on a 2-core CPU. ``straightforward``:
-    torch's default implementation, the form the benchmark measures against."""
-    params = list(params)
-    if straightforward:
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
-    except RuntimeError:  # a device or dtype the fused kernel does not cover
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), foreach=True)
 
 
 class EETBase(TransferMethod):
@@ -129,12 +111,6 @@ class EETBase(TransferMethod):
         # denormals flushed before the networks are built, i.e. before torch starts its threads in a
         # notebook (see `configure_process` for why here and in `setup`)
         configure_process()
-        # The straightforward form of the training step, kept callable to measure the faster one against
-        # (benchmarks/bench.py) and to test that both compute the same: each side of a pair through its
-        # own passes, each discriminator input through its own call, torch's default Adam, aten's PReLU
-        # backward. Not a hyper-parameter; set it before fitting. (Er's per-branch loop and contiguous
-        # tensors, the rest of that form, are `arch.grouped_au_encoder` and `channels_last`.)
-        self._straightforward = False
         # channels-last weights make oneDNN's CPU convolutions (and CUDA's with AMP) faster; the numbers
         # computed are the same up to float rounding. Applied when fitting starts (see `setup`).
         self.channels_last = channels_last
@@ -179,26 +155,11 @@ class EETBase(TransferMethod):
         self.hparams["loss_weights"] = asdict(self.weights)
         self.hparams["aus"] = list(self.aus)
 
-    @property
-    def straightforward(self) -> bool:
-        return self._straightforward
-
-    @straightforward.setter
-    def straightforward(self, value: bool) -> None:
-        self._straightforward = bool(value)
-        for module in self.modules():
-            if isinstance(module, PReLU):
-                module.fast_backward = not value
-            if isinstance(module, SpectralNormMixin):
-                module.scale_output = not value
-
     def feature_discriminators(
         self, au_free: torch.Tensor, au_related: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Du(f_f), Dd(f_r)): side by side, or in the straightforward form one call each."""
+        """(Du(f_f), Dd(f_r)), side by side: one grouped convolution per level for both."""
         du, dd = self.au_discriminator, self.identity_discriminator
-        if self.straightforward:
-            return du(au_free), dd(au_related)
         du_scores, dd_scores = FeatureDiscriminator.side_by_side([du, dd], [au_free, au_related])
         return du_scores, dd_scores
 

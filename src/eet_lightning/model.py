@@ -165,6 +165,9 @@ class EETModel(TransferModel):
             [float(strength) if au in selected else 0.0 for au in self.aus], device=self.device
         )
 
+    def check_transfer_options(self, aus: Iterable[int] | None, strength: float) -> None:
+        self.branch_weights(aus, strength)  # selective transfer also needs one Er branch per AU
+
     @staticmethod
     def mix_au_related(own: torch.Tensor, other: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """f_r = (1/K) sum_i ((1 - w_i) f_{r_i}^own + w_i f_{r_i}^other) (eq. 6 with per-branch weights).

@@ -9,7 +9,8 @@ import torch
 
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
-from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
+from eet_lightning.base import EETBase, LossWeights, Variant
+from eet_lightning.methods.training import adam, half_constant_then_linear
 from eet_lightning.nets import ArchConfig
 
 
@@ -85,6 +86,6 @@ class Stage1Module(EETBase):
 
     def configure_optimizers(self) -> Any:
         params = (p for p in self.parameters() if p.requires_grad)
-        opt = adam(params, self.hparams.lr, self.hparams.betas, self.straightforward)
+        opt = adam(params, self.hparams.lr, self.hparams.betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, half_constant_then_linear(self.epochs_for_schedule()))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -11,8 +11,9 @@ from torch import nn
 
 from eet_lightning import losses as L
 from eet_lightning.aus import DISFA_AUS
-from eet_lightning.base import EETBase, LossWeights, Variant, adam, half_constant_then_linear
+from eet_lightning.base import EETBase, LossWeights, Variant
 from eet_lightning.checkpoint_io import read_checkpoint
+from eet_lightning.methods.training import adam, half_constant_then_linear
 from eet_lightning.nets import ArchConfig, Generator, ImageDiscriminator
 from eet_lightning.nets.modules import FLOW_RANGE
 
@@ -159,9 +160,10 @@ class Stage2Module(EETBase):
         return feature, au_free, au_related, au_pred
 
     def _rounds(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Both rounds for a stacked batch x = [A; B]. Every output is stacked the same way."""
-        if self.straightforward:
-            return self._rounds_per_side(x)
+        """Both rounds for a stacked batch x = [A; B]. Every output is stacked the same way.
+
+        Both sides and both swap directions go through E, Ef, Er and G together: 2 passes of E/Ef/Er and
+        2 of G, where Fig. 1(a) draws 4 and 6 (that form is benchmarks/reference_forms.py's)."""
         feature, au_free, au_related, au_pred = self._encode(x, first_round=True)
         ff_a, ff_b = au_free.chunk(2)
         fr_a, fr_b = au_related.chunk(2)
@@ -202,41 +204,9 @@ class Stage2Module(EETBase):
             out[key] = torch.cat([maps1[key], maps2[key]])
         return out
 
-    def _rounds_per_side(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`_rounds` in the straightforward form: each side and each generated image set through its own
-        passes of E, Ef, Er and G, as Fig. 1(a) draws them (4 passes of E/Ef/Er and 6 of G, not 2 and 2)."""
-        a, b = x.chunk(2)
-        base = self.arch.generator_needs_base
-
-        def G(fr: torch.Tensor, ff: torch.Tensor, image: torch.Tensor, feat: torch.Tensor):
-            return self.generator.forward_with_maps(fr, ff, image if base else None, feat if base else None)
-
-        feat_a, ff_a, fr_a, au_a = self._encode(a, first_round=True)
-        feat_b, ff_b, fr_b, au_b = self._encode(b, first_round=True)
-        (swap_a, m1), (swap_b, m2) = G(fr_b, ff_a, a, feat_a), G(fr_a, ff_b, b, feat_b)
-        (recon_a, m3), (recon_b, m4) = G(fr_a, ff_a, a, feat_a), G(fr_b, ff_b, b, feat_b)
-        feat2_a, ff2_a, fr2_a, au2_a = self._encode(swap_a, first_round=False)
-        feat2_b, ff2_b, fr2_b, au2_b = self._encode(swap_b, first_round=False)
-        (cycle_a, m5), (cycle_b, m6) = G(fr2_b, ff2_a, swap_a, feat2_a), G(fr2_a, ff2_b, swap_b, feat2_b)
-        out = {
-            "au_free": torch.cat([ff_a, ff_b]),
-            "au_related": torch.cat([fr_a, fr_b]),
-            "au_pred": torch.cat([au_a, au_b]),
-            "swapped": torch.cat([swap_a, swap_b]),
-            "self_recon": torch.cat([recon_a, recon_b]),
-            "feature2": torch.cat([feat2_a, feat2_b]),
-            "au_pred2": torch.cat([au2_a, au2_b]),
-            "cycle": torch.cat([cycle_a, cycle_b]),
-        }
-        for key in m1:
-            out[key] = torch.cat([m[key] for m in (m1, m2, m3, m4, m5, m6)])
-        return out
-
     def _discriminate(self, discriminator: nn.Module, *images: torch.Tensor) -> torch.Tensor:
         """Scores of stacked [A; B] image batches, concatenated: one call for all of them (instance norm
-        keeps samples independent), or in the straightforward form one call per side of each."""
-        if self.straightforward:
-            return torch.cat([discriminator(side) for batch in images for side in batch.chunk(2)])
+        keeps samples independent)."""
         return discriminator(torch.cat(images))
 
     @staticmethod
@@ -390,8 +360,8 @@ class Stage2Module(EETBase):
         if self.flags["adversarial"] and hp.get("train_feature_discriminators", False):
             d_modules += [self.au_discriminator, self.identity_discriminator]
         d_params = [p for m in d_modules for p in m.parameters()]
-        opt_g = adam(g_params, hp.lr_generator, hp.betas, self.straightforward)
-        opt_d = adam(d_params, hp.lr_discriminator, hp.betas, self.straightforward)
+        opt_g = adam(g_params, hp.lr_generator, hp.betas)
+        opt_d = adam(d_params, hp.lr_discriminator, hp.betas)
         factor = half_constant_then_linear(self.epochs_for_schedule())
         return [opt_g, opt_d], [
             torch.optim.lr_scheduler.LambdaLR(opt_g, factor),

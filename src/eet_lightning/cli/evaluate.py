@@ -42,7 +42,8 @@ from eet_lightning.evaluation.scorers import (  # noqa: E402
     train_scorer,
 )
 from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces  # noqa: E402
-from eet_lightning.model import EETModel  # noqa: E402
+from eet_lightning.methods import METHODS, load_transfer_model  # noqa: E402
+from eet_lightning.methods.inference import TransferModel  # noqa: E402
 from eet_lightning.pixels import to_model_range, to_uint8  # noqa: E402
 from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
 
@@ -58,7 +59,7 @@ LIMITS = {
     "--scorer-epochs": 10_000,
     "--max-epochs": 10_000,
 }
-RESERVED_NAMES = ("eet", "real", "unchanged_target")
+RESERVED_NAMES = (*METHODS, "real", "unchanged_target")  # the methods' own names are taken
 
 
 class EvaluateError(Exception):
@@ -232,19 +233,20 @@ def validate_args(a: argparse.Namespace) -> None:
     _check_out(Path(a.out))
 
 
-def _load_model(path: str, device: torch.device) -> EETModel:
+def _load_model(path: str, device: torch.device) -> TransferModel:
+    """The trained model of any method (EET, GANimation, StarGAN, ...) from its final checkpoint."""
     try:
-        return EETModel.load_from_checkpoint(path, map_location=device)
+        return load_transfer_model(path, map_location=device, what="--ckpt")
     except (OSError, ValueError) as err:  # missing, foreign, refused, the wrong stage: the message names it
-        raise EvaluateError(str(err).replace("EETModel.load_from_checkpoint", "--ckpt", 1)) from None
+        raise EvaluateError(str(err)) from None
     except (
         KeyError,
         TypeError,
         RuntimeError,
         AttributeError,
-    ) as err:  # stage 2 by its marker, not its content
+    ) as err:  # the final stage by its marker, not its content
         raise EvaluateError(
-            f"--ckpt {path}: not a complete eet-lightning stage-2 checkpoint ({_first_line(err)[:200]})"
+            f"--ckpt {path}: not a complete eet-lightning checkpoint ({_first_line(err)[:200]})"
         ) from None
 
 
@@ -272,7 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="eet-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--ckpt", required=True, help="EET stage-2 checkpoint")
+    p.add_argument(
+        "--ckpt", required=True, help="the trained model: any method's final checkpoint (EET: stage 2)"
+    )
+    p.add_argument(
+        "--condition",
+        choices=("labels", "images"),
+        default="labels",
+        help="for a conditional method (GANimation, StarGAN): give it the source's labels (AUs, emotion) "
+        "where the test faces have them (default), or let it read them from the source image",
+    )
     p.add_argument("--config", required=True, help="the eet-fit config of the dataset (a bundled name works)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--protocol", nargs="+", choices=ALL_PROTOCOLS, help="default: all the dataset supports")
@@ -406,9 +417,9 @@ class _Run:
         model = _load_model(a.ckpt, self.device)
         data = _load_data(a.config, self.overrides)
         name = _dataset_name(data)
-        if model.arch.image_size != data.image_size:
+        if model.image_size != data.image_size:
             raise EvaluateError(
-                f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
+                f"the checkpoint is for {model.image_size} px, the config for {data.image_size} px"
             )
         if list(data.info.aus) != model.aus:
             raise EvaluateError(
@@ -477,7 +488,10 @@ class _Run:
         reader = None
         if "expression" in protocols:
             if a.openface:
-                names = self._openface_names(pairs["expression"], generated is not None)
+                names = self._openface_names(
+                    pairs["expression"],
+                    [model.method] + ([a.generated_name] if generated is not None else []),
+                )
                 table = read_openface(a.openface, names, model.aus, a.openface_skip_failed)
                 reader = P.AUReader(table={Path(k).stem: v for k, v in table.items()})
                 scorer_name = f"OpenFace ({a.openface})"
@@ -500,10 +514,10 @@ class _Run:
                 embed_name = f"FaceNet InceptionResnetV1 ({a.face_weights})"
         gaze_clf = self.scorer("gaze", a.gaze_classifier, tmp, data) if "gaze" in protocols else None
 
-        size = model.arch.image_size
-        methods = {"eet": P.eet_generator(model)}
-        if generated is not None:
-            methods[a.generated_name] = None  # filled per protocol below
+        size = model.image_size
+        # a conditional method (GANimation, StarGAN) is given the source's labels where the faces have them
+        # (--condition labels), else it reads them from the source image with its own critic
+        labels = P.source_labels(model, faces) if a.condition == "labels" else None
         total = sum(
             len(pairs["identity" if p == "identity" else "gaze" if p == "gaze" else "expression"]["row"])
             for p in protocols
@@ -512,7 +526,8 @@ class _Run:
         tick = bar.update
 
         def with_generated(protocol: str) -> dict[str, P.Generate]:
-            m = {"eet": methods["eet"]}
+            key = "expression" if protocol == "groundtruth" else protocol
+            m = {model.method: P.model_generator(model, pairs[key], labels)}
             if generated is not None:
                 m[a.generated_name] = P.folder_generator(generated, protocol, size)
             return m
@@ -521,6 +536,10 @@ class _Run:
             "ckpt": str(a.ckpt),
             "config": str(a.config),
             "dataset": name,
+            "method": model.method,
+            "condition": (a.condition if labels is not None else "images")
+            if model.condition_labels
+            else None,
             "aus": model.aus,
             "seed": a.seed,
             "protocols": protocols,
@@ -548,7 +567,15 @@ class _Run:
             if generated is not None:
                 other = {a.generated_name: P.load_generated(generated, "expression", rows["row"], size)}
             results["groundtruth"] = score_transfer(
-                model, target, source, truth["truth"], a.batch_size, other, aus_only=truth["aus_only"]
+                model,
+                target,
+                source,
+                truth["truth"],
+                a.batch_size,
+                other,
+                aus_only=truth["aus_only"],
+                source_labels=None if labels is None else {k: v[rows["source"]] for k, v in labels.items()},
+                target_labels=None if labels is None else {k: v[rows["target"]] for k, v in labels.items()},
             )
             tick(len(rows["row"]))
         if "identity" in protocols:
@@ -576,10 +603,9 @@ class _Run:
             self._to_wandb(results, tmp)
         return results
 
-    def _openface_names(self, rows: dict[str, np.ndarray], with_generated: bool) -> list[str]:
+    def _openface_names(self, rows: dict[str, np.ndarray], methods: list[str]) -> list[str]:
         real = sorted(set(rows["target"].tolist()) | set(rows["source"].tolist()))
         names = [f"real_{i:06d}.png" for i in real]
-        methods = ["eet"] + ([self.args.generated_name] if with_generated else [])
         names += [f"{P.export_key(m, 'expression', int(r))}.png" for m in methods for r in rows["row"]]
         return names
 
@@ -599,7 +625,7 @@ class _Run:
             for m, generate in methods.items():
                 for r, img in zip(rows["row"][sl], to_uint8(generate(target, source, rows["row"][sl]))):
                     Image.fromarray(img).save(folder / f"{P.export_key(m, 'expression', int(r))}.png")
-        names = self._openface_names(rows, len(methods) > 1)
+        names = self._openface_names(rows, list(methods))
         (tmp / "openface" / "manifest.csv").write_text("file\n" + "\n".join(names) + "\n")
         return folder
 

@@ -57,7 +57,8 @@ from eet_lightning.data.images import (  # noqa: E402
     write_bytes_atomic,
     write_image_atomic,
 )
-from eet_lightning.model import MAX_STRENGTH, EETModel  # noqa: E402
+from eet_lightning.methods import load_transfer_model  # noqa: E402
+from eet_lightning.methods.inference import MAX_STRENGTH, TransferModel  # noqa: E402
 from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
 
 PROG = "eet-transfer"
@@ -94,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1].split("\n\n", 1)[0],
     )
-    p.add_argument("--ckpt", required=True, help="stage-2 checkpoint (e.g. runs/synthetic/stage2/last.ckpt)")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        help="the trained model: any method's final checkpoint (EET: runs/synthetic/stage2/last.ckpt)",
+    )
     p.add_argument("--source", help="photo, video or folder whose expressions are transferred")
     p.add_argument("--target", help="photo, video or folder that receives them")
     p.add_argument("--pairs", help="CSV with columns source,target (paths relative to the CSV's folder)")
@@ -411,11 +416,11 @@ class Track:
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, model: EETModel, device: torch.device) -> None:
+    def __init__(self, args: argparse.Namespace, model: TransferModel, device: torch.device) -> None:
         self.args = args
         self.device = device
         self.model = model
-        self.size = model.arch.image_size
+        self.size = model.image_size
         self.aligner = FaceAligner(size=self.size, device=str(device))
         self.aus = args.aus
         self.written: list[Path] = []
@@ -869,19 +874,28 @@ def _ckpt_sha256(path_str: str) -> str:
     return digest.hexdigest()
 
 
-def _load_model(path: str, device: torch.device, compile: bool) -> EETModel:  # noqa: A002
-    what = "EETModel.load_from_checkpoint: "
+def _load_model(path: str, device: torch.device, compile: bool) -> TransferModel:  # noqa: A002
+    """The trained model of any method from its final checkpoint (``compile``: EET's compiled form)."""
     try:
-        return EETModel.load_from_checkpoint(path, map_location=device, compile=compile)
+        return load_transfer_model(
+            path, map_location=device, what="--ckpt", **({"compile": True} if compile else {})
+        )
     except (OSError, ValueError) as err:  # unreadable, unsafe, not ours, the wrong stage
-        message = str(err).removeprefix(what)
+        message = str(err).removeprefix("--ckpt: ")
         raise TransferError(
             f"--ckpt {message}" if message.startswith(path) else f"--ckpt {path}: {message}"
         ) from None
-    except (KeyError, TypeError, AttributeError, RuntimeError) as err:  # ours, but parts missing or altered
+    except TypeError as err:
+        if compile and "compile" in str(err):
+            raise TransferError(f"--compile: only EET models compile; {path} is another method's") from None
         detail = (str(err).strip().splitlines() or [""])[0]
         raise TransferError(
-            f"--ckpt {path}: not a complete eet-lightning stage-2 checkpoint ({type(err).__name__}: {detail})"
+            f"--ckpt {path}: not a complete eet-lightning checkpoint (TypeError: {detail})"
+        ) from None
+    except (KeyError, AttributeError, RuntimeError) as err:  # ours, but parts missing or altered
+        detail = (str(err).strip().splitlines() or [""])[0]
+        raise TransferError(
+            f"--ckpt {path}: not a complete eet-lightning checkpoint ({type(err).__name__}: {detail})"
         ) from None
 
 
@@ -962,7 +976,7 @@ def main(args: Sequence[str] | None = None) -> int:
             return 0
         model = _load_model(parsed.ckpt, device, parsed.compile)
         try:
-            model.branch_weights(parsed.aus, parsed.strength)  # the AU list checked before any work
+            model.check_transfer_options(parsed.aus, parsed.strength)  # checked before any work
         except ValueError as err:
             given = " ".join(map(str, parsed.aus)) if parsed.aus else "(no AUs)"
             raise TransferError(f"--aus {given}: {err}") from None

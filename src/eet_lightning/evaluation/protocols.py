@@ -53,6 +53,7 @@ class FaceSet:
     aus: np.ndarray | None = None  # float [N, m] labels where known
     gaze: np.ndarray | None = None  # int64 [N] where known
     truth: dict[tuple[int, int], Callable[[], np.ndarray]] = field(default_factory=dict)
+    emotion: np.ndarray | None = None  # int64 [N] class of EMOTIONS where every image has one
 
     def __len__(self) -> int:
         return len(self.identity)
@@ -65,13 +66,14 @@ class FaceSet:
         names: list[str],
         aus: np.ndarray | None = None,
         gaze: np.ndarray | None = None,
+        emotion: np.ndarray | None = None,
     ) -> FaceSet:
         """From uint8 images [N, H, W, 3] in memory (the synthetic faces, small test sets)."""
 
         def load(idx: np.ndarray) -> torch.Tensor:
             return to_model_range(images[np.asarray(idx)])
 
-        return cls(np.asarray(identity, dtype=np.int64), list(names), load, aus, gaze)
+        return cls(np.asarray(identity, dtype=np.int64), list(names), load, aus, gaze, emotion=emotion)
 
     @classmethod
     def from_labels(cls, labels: Any, load: Callable[[np.ndarray], torch.Tensor]) -> FaceSet:
@@ -85,10 +87,12 @@ class FaceSet:
         names = [str(p) for p in labels.paths]
         aus = None if getattr(labels, "aus", None) is None else np.asarray(labels.aus, dtype=np.float32)
         gaze = None if getattr(labels, "gaze", None) is None else np.asarray(labels.gaze, dtype=np.int64)
-        for what, value in (("paths", names), ("aus", aus), ("gaze", gaze)):
+        emotion = getattr(labels, "emotion", None)
+        emotion = None if emotion is None else np.asarray(emotion, dtype=np.int64)
+        for what, value in (("paths", names), ("aus", aus), ("gaze", gaze), ("emotion", emotion)):
             if value is not None and len(value) != n:
                 raise ProtocolError(f"the test labels have {n} identities but {len(value)} {what}")
-        return cls(identity, names, load, aus, gaze)
+        return cls(identity, names, load, aus, gaze, emotion=emotion)
 
     @classmethod
     def from_samples(cls, dataset: Any) -> FaceSet:
@@ -102,11 +106,14 @@ class FaceSet:
         names = [str(m.get("path", f"image{i:06d}")) for i, m in enumerate(meta)]
         aus = np.stack([np.asarray(m["aus"], dtype=np.float32) for m in meta]) if "aus" in meta[0] else None
         gaze = np.array([int(m["gaze"]) for m in meta], dtype=np.int64) if "gaze" in meta[0] else None
+        emotion = (
+            np.array([int(m["emotion"]) for m in meta], dtype=np.int64) if "emotion" in meta[0] else None
+        )
 
         def load(idx: np.ndarray) -> torch.Tensor:
             return torch.stack([torch.as_tensor(dataset[int(i)]["image"]).float() for i in idx])
 
-        return cls(identity, names, load, aus, gaze)
+        return cls(identity, names, load, aus, gaze, emotion=emotion)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,13 +279,33 @@ Generate = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]
 """(target images, source images, row numbers) -> target with the source's expression, [n, 3, H, W]."""
 
 
-def eet_generator(model: Any) -> Generate:
-    """EET's transfer G(f_r(source), f_f(target)) for one direction."""
+def source_labels(model: Any, faces: FaceSet) -> dict[str, np.ndarray] | None:
+    """The labels of every face that a conditional model (GANimation: ``aus``, StarGAN: ``emotion``) is given
+    as the source's expression, where ``faces`` has them all; None for a model that reads the source image
+    (EET) or when the faces lack them."""
+    out = {}
+    for kind in getattr(model, "condition_labels", ()):
+        values = getattr(faces, kind, None)
+        if values is None:
+            return None
+        out[kind] = values
+    return out or None
+
+
+def model_generator(
+    model: Any, pairs: dict[str, np.ndarray] | None = None, labels: dict[str, np.ndarray] | None = None
+) -> Generate:
+    """Any method's transfer for one direction (`TransferModel.swap`): the target with the source's
+    expression. With ``labels`` (per face, `source_labels`) and the ``pairs`` the rows come from, a
+    conditional model is given the source's labels instead of reading them from the source image."""
+    source_of = None if labels is None or pairs is None else dict(zip(pairs["row"].tolist(), pairs["source"]))
 
     def generate(target: torch.Tensor, source: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        fr_s, _ = model.encode(source)
-        _, ff_t = model.encode(target)
-        return model.decode(fr_s, ff_t, target).clamp(-1, 1).cpu()
+        given = None
+        if source_of is not None:
+            idx = np.array([source_of[int(r)] for r in rows])
+            given = {k: torch.from_numpy(np.asarray(v[idx])) for k, v in labels.items()}
+        return model.swap(target.to(model.device), source.to(model.device), given).cpu()
 
     return generate
 

@@ -25,7 +25,8 @@ import yaml
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from eet_lightning.evaluation.protocols import FaceSet
-from eet_lightning.model import EETModel
+from eet_lightning.methods import load_transfer_model
+from eet_lightning.methods.inference import TransferModel
 from eet_lightning.pixels import to_model_range
 
 CANDIDATES = ("swapped", "target_self", "source_self", "target", "source")
@@ -75,13 +76,15 @@ def image_errors(image: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -
 
 @torch.no_grad()
 def score_transfer(
-    model: EETModel | None,
+    model: TransferModel | None,
     target: np.ndarray,
     source: np.ndarray,
     truth: np.ndarray,
     batch_size: int = 50,
     generated: dict[str, np.ndarray | torch.Tensor] | None = None,
     aus_only: np.ndarray | None = None,
+    source_labels: dict[str, np.ndarray] | None = None,
+    target_labels: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Mean L1 (in [0, 1] pixel units), PSNR and SSIM of every candidate against ``truth``, over the whole
     image and over the AU region.
@@ -93,6 +96,10 @@ def score_transfer(
     ``target``, ``source`` and ``truth`` are uint8 [N, H, W, 3]; ``truth`` is the target rendered with the
     source's AUs and gaze. ``generated`` adds other methods' images for the same pairs (uint8 [N, H, W, 3]
     or float [N, 3, H, W] in [-1, 1]). Without a model only the unchanged inputs and ``generated`` are scored.
+    ``model`` is any method's `TransferModel`: ``swapped`` is its `swap`, ``target_self`` and ``source_self``
+    its `reconstruct`. ``source_labels`` / ``target_labels`` (per pair, e.g. ``{"aus": [N, m]}``): what a
+    conditional model (GANimation, StarGAN) is given as the source's expression for the swap and as each
+    image's own for its reconstruction, instead of reading them from the images.
     """
     if not (target.shape == source.shape == truth.shape) or target.ndim != 4:
         raise ValueError(
@@ -114,13 +121,14 @@ def score_transfer(
         a, b = _to_model(target[sl], device), _to_model(source[sl], device)
         images = {"target": a, "source": b}
         if model is not None:
-            fr, ff = model.encode(torch.cat([a, b]))
-            fr_a, fr_b = fr.chunk(2)
-            ff_a, ff_b = ff.chunk(2)
-            n = a.shape[0]
-            base = torch.cat([a, a, b])  # the image each output edits (a composing G needs it)
-            out = model.decode(torch.cat([fr_b, fr_a, fr_b]), torch.cat([ff_a, ff_a, ff_b]), base)
-            images.update(swapped=out[:n], target_self=out[n : 2 * n], source_self=out[2 * n :])
+            images["swapped"] = model.swap(a, b, _rows_of(source_labels, sl))
+            # each image with its own expression: a conditional model given its own labels where known
+            if target_labels is not None and getattr(model, "condition_labels", ()):
+                images["target_self"] = model.swap(a, a, _rows_of(target_labels, sl))
+                images["source_self"] = model.swap(b, b, _rows_of(source_labels, sl))
+            else:
+                images["target_self"] = model.reconstruct(a).clamp(-1, 1)
+                images["source_self"] = model.reconstruct(b).clamp(-1, 1)
         for name, imgs in generated.items():
             images[name] = _to_model(imgs[sl], device)
         t = _to_model(truth[sl], device)
@@ -155,6 +163,10 @@ def score_transfer(
             }
         )
     return result
+
+
+def _rows_of(labels: dict[str, np.ndarray] | None, rows: slice) -> dict[str, torch.Tensor] | None:
+    return None if labels is None else {k: torch.from_numpy(np.asarray(v[rows])) for k, v in labels.items()}
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -197,6 +209,7 @@ def synthetic_faces(
         names=[f"a{i:05d}" for i in range(num_pairs)] + [f"b{i:05d}" for i in range(num_pairs)],
         aus=np.concatenate([ra.aus[:, cols], rb.aus[:, cols]]),
         gaze=np.concatenate([ra.gaze, rb.gaze]),
+        emotion=np.concatenate([ra.emotion, rb.emotion]),
     )
     k = np.arange(num_pairs)
     target = np.stack([k, num_pairs + k], 1).ravel()
@@ -208,8 +221,8 @@ def synthetic_faces(
     return faces, pairs, {"images": images, "truth": truth, "aus_only": aus_only}
 
 
-def load_synthetic_run(ckpt: str | Path, config: str | Path) -> tuple[EETModel, Any]:
-    """(the stage-2 model of ``ckpt``, the `SyntheticDataModule` of the run's ``config``) for the scripts
+def load_synthetic_run(ckpt: str | Path, config: str | Path) -> tuple[TransferModel, Any]:
+    """(the trained model of ``ckpt``, any method, the `SyntheticDataModule` of the run's ``config``) for the scripts
     that score a quick-start model against ground truth. ValueError when the config does not train on the
     synthetic faces or its image size is not the checkpoint's; the loaders' own errors otherwise."""
     from eet_lightning.datamodules import SyntheticDataModule  # the data side, only for these scripts
@@ -221,9 +234,7 @@ def load_synthetic_run(ckpt: str | Path, config: str | Path) -> tuple[EETModel, 
     ):
         raise ValueError(f"{config} does not train on the synthetic faces (data: SyntheticDataModule)")
     data = SyntheticDataModule(**dict(data_cfg.get("init_args") or {}, cache_dir=None))
-    model = EETModel.load_from_checkpoint(ckpt)
-    if model.arch.image_size != data.image_size:
-        raise ValueError(
-            f"the checkpoint is for {model.arch.image_size} px, the config for {data.image_size} px"
-        )
+    model = load_transfer_model(ckpt, what="--ckpt")
+    if model.image_size != data.image_size:
+        raise ValueError(f"the checkpoint is for {model.image_size} px, the config for {data.image_size} px")
     return model, data

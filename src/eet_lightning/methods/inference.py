@@ -141,18 +141,26 @@ class TransferModel(nn.Module):
                 (``{"aus": [B, m]}`` intensities in [0, l], ``{"emotion": [B]}`` class indices) to use as
                 the condition instead of what the model reads on that side's image.
         """
-        strength = check_strength(strength)
+        self.check_transfer_options(aus, strength)
+        strength = float(strength)
         selected = None if aus is None else self.check_aus(aus)
-        if selected is not None and not self.selective:
-            raise ValueError(
-                f"selective transfer (aus={selected}) is not available for {type(self).__name__} "
-                f"(method {self.method!r}); transfer all AUs (aus=None) and use strength instead"
-            )
         a, b, restore_a, restore_b = self._prepare_pair(image_a, image_b)
         la = self.check_labels(labels_a, a.shape[0], "labels_a")
         lb = self.check_labels(labels_b, b.shape[0], "labels_b")
         out_a, out_b = self._transfer_tensors(a, b, selected, strength, la, lb)
         return restore_a(out_a), restore_b(out_b)
+
+    def check_transfer_options(self, aus: Iterable[int] | None, strength: float) -> None:
+        """ValueError naming the problem when `transfer` cannot take ``aus`` and ``strength``."""
+        check_strength(strength)
+        if aus is None:
+            return
+        selected = self.check_aus(aus)
+        if not self.selective:
+            raise ValueError(
+                f"selective transfer (aus={selected}) is not available for {type(self).__name__} "
+                f"(method {self.method!r}); transfer all AUs (aus=None) and use strength instead"
+            )
 
     @torch.no_grad()
     def swap(

@@ -11,6 +11,7 @@
   products, keeping channels-last layouts).
 
 Each is checked against its reference form (torch's spectral norm parametrization, aten's PReLU backward,
-the plain convolution, the per-branch loop) in tests/test_equivalence.py, and timed against the
-straightforward forms in benchmarks/bench.py.
+the plain convolution, the per-branch loop) in tests/test_equivalence.py, and timed against the reference
+forms in benchmarks/bench.py; the reference layers (torch's nn.PReLU, spectral norm that always divides the
+weight) are built there by benchmarks/reference_forms.py, not here.
 """

@@ -233,15 +233,11 @@ class SpectralNormMixin:
         self._keep_vectors(u, v)
         return out
 
-    # Divide the convolution's output by sigma instead of the weight (`SNConvolution`) where the output
-    # is no larger than the weight; False always normalizes the weight (the straightforward form).
-    scale_output = True
-
     def spectral_conv(self, x: torch.Tensor, conv) -> torch.Tensor:
-        """The layer's output: ``conv(x, W / sigma, bias)``, by `SNConvolution` when that is cheaper."""
+        """The layer's output: ``conv(x, W / sigma, bias)``. Where the output is no larger than the weight,
+        by `SNConvolution`, which divides the convolution's output by sigma instead of the weight."""
         if (
-            self.scale_output
-            and x.dim() == 4
+            x.dim() == 4
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
             and output_numel(self, x) <= self.weight.numel()

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eet_lightning.nets.kernels.layout import same_layout
-from eet_lightning.nets.kernels.prelu import prelu
+from eet_lightning.nets.kernels.prelu import PReLU, prelu
 from eet_lightning.nets.kernels.spectral_norm import SpectralNormMixin
 
 
@@ -31,9 +31,9 @@ def stacked_layer(layers: list[nn.Module], x: torch.Tensor, groups: int, first: 
         return x
     channels = x.shape[1] // len(layers)
     if isinstance(head, nn.PReLU):
-        return prelu(
-            x, torch.cat([m.weight.expand(channels) for m in layers]), getattr(head, "fast_backward", True)
-        )
+        weight = torch.cat([m.weight.expand(channels) for m in layers])
+        # our PReLU's backward; torch's own layer keeps aten's
+        return prelu(x, weight) if isinstance(head, PReLU) else F.prelu(x, weight)
     affine = [torch.cat([getattr(m, n) for m in layers]) if head.affine else None for n in ("weight", "bias")]
     if isinstance(head, nn.InstanceNorm2d) and not head.track_running_stats:
         return same_layout(F.instance_norm(x, weight=affine[0], bias=affine[1], eps=head.eps), x)
