@@ -25,15 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from tqdm import tqdm
 
-from eet_lightning.evaluation import protocols as P  # noqa: E402
-from eet_lightning.evaluation.report import bar_chart, example_grid, markdown_report  # noqa: E402
-from eet_lightning.evaluation.scorers import (  # noqa: E402
+from eet_lightning.evaluation import protocols as P
+from eet_lightning.evaluation.report import bar_chart, example_grid, markdown_report
+from eet_lightning.evaluation.scorers import (
     FaceNetEmbedder,
     ScorerError,
     ScorerOptions,
@@ -41,11 +41,11 @@ from eet_lightning.evaluation.scorers import (  # noqa: E402
     read_openface,
     train_scorer,
 )
-from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces  # noqa: E402
-from eet_lightning.methods import METHODS, load_transfer_model  # noqa: E402
-from eet_lightning.methods.inference import TransferModel  # noqa: E402
-from eet_lightning.pixels import to_model_range, to_uint8  # noqa: E402
-from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
+from eet_lightning.evaluation.synthetic import score_transfer, synthetic_faces
+from eet_lightning.methods import METHODS, load_transfer_model
+from eet_lightning.methods.inference import TransferModel
+from eet_lightning.pixels import to_model_range, to_uint8
+from eet_lightning.runtime import configure_process, tune_for_cli
 
 ALL_PROTOCOLS = ("groundtruth", *P.PROTOCOLS)
 
@@ -251,7 +251,8 @@ def _load_model(path: str, device: torch.device) -> TransferModel:
 
 
 def _dataset_name(data: Any) -> str:
-    return type(data).__name__.lower().replace("datamodule", "")
+    """How the results name the dataset: the DataModule's ``dataset_name``, "own" for the user's own faces."""
+    return getattr(data, "dataset_name", None) or "own"
 
 
 def _real_faces(data: Any) -> P.FaceSet:
@@ -429,7 +430,7 @@ class _Run:
         if a.identity_pairs is not None:
             settings["identity_pairs"] = a.identity_pairs
         truth = None
-        if name == "synthetic":
+        if callable(getattr(data, "held_out_pairs", None)):  # the synthetic faces: the true swap is known
             faces, expression_pairs, truth = synthetic_faces(data, a.pairs, a.seed)
         else:
             faces, expression_pairs = _real_faces(data), None

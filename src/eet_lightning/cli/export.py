@@ -1,13 +1,16 @@
-"""`eet-export`: the weights a trained EET needs for transfer, as a file that is safe to share.
+"""`eet-export`: the weights a trained model needs for transfer, as a file that is safe to share.
 
 eet-export --ckpt runs/synthetic/stage2/last.ckpt --out eet-synthetic.safetensors
+eet-export --ckpt runs/ganimation_synthetic/stage1/last.ckpt --out ganimation.safetensors
 
-A stage-2 checkpoint holds the discriminators, the frozen stage-1 parts and the optimizers' state besides
-the transfer networks, and it is a pickle (this library reads checkpoints with ``weights_only=True``, but
-other tools may not). The export keeps E, Ef, Er and G with the hyper-parameters in a safetensors file:
-tensors and a JSON header, nothing that could run code, about a fifth of the checkpoint's size.
-`EETModel.load_from_checkpoint`, ``eet-transfer --ckpt`` and ``eet-evaluate --ckpt`` take it as they take
-the checkpoint, with the same results. Bad input ends in one line ``eet-export: error: ...``, exit status 2,
+A final checkpoint holds what only training needs (EET's discriminators and frozen stage-1 parts, the
+optimizers' state) besides the transfer networks, and it is a pickle (this library reads checkpoints with
+``weights_only=True``, but other tools may not). The export keeps the networks the method's inference model
+uses (its ``parts``: EET's E, Ef, Er and G; GANimation's and StarGAN's generator and critic, whose auxiliary
+head reads the source's AUs or emotion) with the hyper-parameters in a safetensors file: tensors and a JSON
+header, nothing that could run code; for EET about a fifth of the checkpoint's size.
+`eet_lightning.methods.load_transfer_model`, ``eet-transfer --ckpt`` and ``eet-evaluate --ckpt`` take it as
+they take the checkpoint, with the same results. Bad input ends in one line ``eet-export: error: ...``, exit status 2,
 nothing written.
 """
 
@@ -18,8 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from eet_lightning.checkpoint_io import read_checkpoint, write_weights
-from eet_lightning.model import INFERENCE_PARTS
+from eet_lightning.checkpoint_io import checkpoint_method, load_checkpoint, read_checkpoint, write_weights
+from eet_lightning.methods import METHODS, inference_class
 from eet_lightning.runtime import configure_process
 
 PROG = "eet-export"
@@ -35,15 +38,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Export a trained EET's transfer weights to a safetensors file.")
-    p.add_argument("--ckpt", required=True, help="stage-2 checkpoint (e.g. runs/synthetic/stage2/last.ckpt)")
+    p = _Parser(prog=PROG, description="Export a trained model's transfer weights to a safetensors file.")
+    p.add_argument(
+        "--ckpt", required=True, help="any method's final checkpoint (EET: runs/synthetic/stage2/last.ckpt)"
+    )
     p.add_argument("--out", required=True, help="output file, ending in .safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return p
 
 
 def export(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write ``ckpt``'s transfer weights (E, Ef, Er, G) and hyper-parameters to ``out`` (.safetensors)."""
+    """Write ``ckpt``'s transfer weights (its method's inference ``parts``) and hyper-parameters to ``out``
+    (.safetensors)."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ExportError(f"--out {out}: the file name must end in .safetensors")
@@ -55,13 +61,20 @@ def export(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     if parent is not None and not parent.is_dir():
         raise ExportError(f"--out {out} cannot be created: {parent} is a file")
     try:
-        loaded = read_checkpoint(ckpt, 2, "--ckpt")
+        loaded = load_checkpoint(ckpt, "--ckpt")
+        method = checkpoint_method(loaded) or "eet"
+        if method not in METHODS:
+            raise ValueError(
+                f"--ckpt {ckpt} was written by method {method!r}, which this installation does not know"
+            )
+        model_class = inference_class(method)
+        loaded = read_checkpoint(ckpt, model_class.final_stage, "--ckpt", method=method, loaded=loaded)
     except (OSError, ValueError) as err:
         raise ExportError(str(err)) from None
     if not isinstance(loaded.get("hyper_parameters"), dict) or not isinstance(loaded.get("state_dict"), dict):
-        raise ExportError(f"--ckpt {ckpt}: not a complete eet-lightning stage-2 checkpoint")
+        raise ExportError(f"--ckpt {ckpt}: not a complete eet-lightning checkpoint")
     try:
-        return write_weights(loaded, out, INFERENCE_PARTS)
+        return write_weights(loaded, out, model_class.parts)
     except ValueError as err:
         raise ExportError(f"--ckpt {ckpt}: {err}") from None
 

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from eet_lightning.aus import DISFA_AUS, OPENFACE_AUS, validate_aus  # noqa: E402
-from eet_lightning.data.images import ImageReadError  # noqa: E402
-from eet_lightning.data.openface import OpenFaceError  # noqa: E402
-from eet_lightning.data.prepare import NEEDS_OPENFACE, READERS, Options, PrepareError, run_prepare  # noqa: E402
-from eet_lightning.runtime import configure_process  # noqa: E402
+from eet_lightning.aus import DISFA_AUS, OPENFACE_AUS, validate_aus
+from eet_lightning.data.images import ImageReadError
+from eet_lightning.data.openface import OpenFaceError
+from eet_lightning.data.prepare import NEEDS_OPENFACE, READERS, Options, PrepareError, run_prepare
+from eet_lightning.runtime import configure_process
 
 
 def parse_aus(text: str) -> list[int]:

@@ -42,14 +42,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
 
-from eet_lightning.checkpoint_io import checkpoint_kind  # noqa: E402
-from eet_lightning.data.faces import Detection, FaceAligner, FaceAlignment, align_to_template, warp_back  # noqa: E402
-from eet_lightning.data.images import (  # noqa: E402
+from eet_lightning.checkpoint_io import checkpoint_kind
+from eet_lightning.data.faces import Detection, FaceAligner, FaceAlignment, align_to_template, warp_back
+from eet_lightning.data.images import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     read_rgb,
@@ -57,9 +57,9 @@ from eet_lightning.data.images import (  # noqa: E402
     write_bytes_atomic,
     write_image_atomic,
 )
-from eet_lightning.methods import load_transfer_model  # noqa: E402
-from eet_lightning.methods.inference import MAX_STRENGTH, TransferModel  # noqa: E402
-from eet_lightning.runtime import configure_process, tune_for_cli  # noqa: E402
+from eet_lightning.methods import load_transfer_model
+from eet_lightning.methods.inference import MAX_STRENGTH, TransferModel
+from eet_lightning.runtime import configure_process, tune_for_cli
 
 PROG = "eet-transfer"
 # The pasted region in unit crop coordinates: an ellipse around the template's face (eyes at y 0.44, mouth

@@ -46,6 +46,9 @@ class EETDataModule(pl.LightningDataModule):
     _info: DataInfo  # set by the subclass's __init__, from its training split
     # the protocol sizes eet-evaluate uses on this dataset; each DataModule declares its own
     evaluation_settings: ClassVar[EvaluationSettings] = EvaluationSettings()
+    # the dataset's name (eet-prepare's name for the manifest ones; eet-evaluate's results use it); None for
+    # a DataModule that reads any manifest (the user's own faces)
+    dataset_name: ClassVar[str | None] = None
 
     @property
     def info(self) -> DataInfo:

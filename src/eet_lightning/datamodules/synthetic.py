@@ -137,6 +137,7 @@ class SyntheticDataModule(EETDataModule):
     protocol); validation and test pairs come from the held-out identities and carry the true swap."""
 
     # smaller pair lists than the paper's datasets: the faces are few and scoring runs on a CPU
+    dataset_name = "synthetic"  # how results and reports name it
     evaluation_settings = EvaluationSettings(expression_partners=1, identity_pairs=200, gaze_partners=1)
 
     def __init__(
