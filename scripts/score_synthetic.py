@@ -1,4 +1,4 @@
-"""Score a trained EET against the exact swap ground truth of held-out synthetic identities.
+"""Score a trained model (EET, GANimation, StarGAN) against the exact swap ground truth of held-out synthetic identities.
 
     python scripts/score_synthetic.py --ckpt runs/synthetic/stage2/last.ckpt \
         --config runs/synthetic/config.yaml --pairs 200 --out runs/synthetic/score.json
@@ -25,7 +25,7 @@ from eet_lightning.runtime import configure_process
 def main(argv: list[str] | None = None) -> int:
     configure_process()  # first: before torch starts a thread (see eet_lightning.runtime)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="stage-2 checkpoint")
+    p.add_argument("--ckpt", required=True, help="any method's final checkpoint (EET: stage 2)")
     p.add_argument("--config", required=True, help="the run's config.yaml (for the synthetic data settings)")
     p.add_argument("--pairs", type=int, default=200, help="held-out pairs to score")
     p.add_argument("--seed", type=int, default=1, help="pair seed (validation uses 0)")
@@ -37,7 +37,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"score_synthetic: error: {err}", file=sys.stderr)
         return 2
     pairs = data.held_out_pairs(args.pairs, seed=args.seed)
-    result = score_transfer(model, pairs["a"], pairs["b"], pairs["truth_a"], aus_only=pairs["aus_only_a"])
+    # a conditional method (GANimation, StarGAN) is given the source's true labels, as eet-evaluate does
+    labels = {
+        side: {
+            "aus": pairs[f"records_{side}"].aus[:, data.au_columns],
+            "emotion": pairs[f"records_{side}"].emotion,
+        }
+        for side in ("a", "b")
+    }
+    kinds = getattr(model, "condition_labels", ())
+    result = score_transfer(
+        model,
+        pairs["a"],
+        pairs["b"],
+        pairs["truth_a"],
+        aus_only=pairs["aus_only_a"],
+        source_labels={k: labels["b"][k] for k in kinds} or None,
+        target_labels={k: labels["a"][k] for k in kinds} or None,
+    )
     result["ckpt"] = str(args.ckpt)
     print(format_report(result))
     if args.out:
