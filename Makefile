@@ -6,7 +6,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format quickstart score clean
+.PHONY: help install test test-fast lint format quickstart compare score clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ format: ## apply ruff's formatting and fixes
 quickstart: ## train EET on the built-in synthetic faces (CPU, ~8 min), then score it against ground truth
 	$(BIN)/eet-fit --config configs/synthetic.yaml --run_dir runs/synthetic --resume true
 	$(BIN)/python scripts/score_synthetic.py --ckpt runs/synthetic/stage2/last.ckpt --config runs/synthetic/config.yaml --out runs/synthetic/score.json
+
+compare: ## train EET, GANimation and StarGAN at one budget on the synthetic faces and print the comparison (CPU, ~40 min)
+	$(BIN)/python scripts/compare_methods.py --out runs/compare
 
 .PHONY: bench
 bench: ## speed and memory against this machine's matmul rate -> runs/bench.json (CPU: < 10 min); BENCH_ARGS=...

@@ -106,7 +106,13 @@ def train_scorers(out: Path, common: list[str], epochs: int | None) -> dict[str,
 
 
 def evaluate(
-    method: str, out: Path, scorers: dict[str, Path], common: list[str], pairs: int, seed: int
+    method: str,
+    out: Path,
+    scorers: dict[str, Path],
+    common: list[str],
+    pairs: int,
+    seed: int,
+    identity_pairs: int | None,
 ) -> dict:
     run_dir = out / method
     folder = run_dir / "eval"
@@ -123,6 +129,8 @@ def evaluate(
         str(seed),
     ]
     args += ["--no-progress", "--condition", "labels", *common]
+    if identity_pairs is not None:
+        args += ["--identity-pairs", str(identity_pairs)]
     for kind, flag in SCORERS.items():
         args += [flag, str(scorers[kind])]
     _run(args, run_dir / "evaluate.log")
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     p.add_argument("--pairs", type=int, default=200, help="held-out pairs scored (each gives two swaps)")
     p.add_argument("--seed", type=int, default=1, help="seed of the held-out pairs (validation uses 0)")
+    p.add_argument("--identity-pairs", type=int, help="identity protocol pairs (default: the dataset's)")
     p.add_argument("--max-steps", type=int, help="cap every training stage (a quick check of the command)")
     p.add_argument("--scorer-epochs", type=int, help="epochs of each scorer (default: eet-evaluate's)")
     p.add_argument(
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for method in a.methods:
         timing = train(method, out, common, a.max_steps)
-        results = evaluate(method, out, scorers, common, a.pairs, a.seed)
+        results = evaluate(method, out, scorers, common, a.pairs, a.seed, a.identity_pairs)
         rows[method] = {"timing": timing, "results": results}
         print(
             f"compare_methods: {method}: trained in {timing['fit_seconds'] / 60:.1f} min, scored", flush=True
