@@ -155,12 +155,13 @@ class TransferModel(nn.Module):
         check_strength(strength)
         if aus is None:
             return
-        selected = self.check_aus(aus)
         if not self.selective:
+            shown = list(aus) if isinstance(aus, Iterable) and not isinstance(aus, (str, bytes)) else aus
             raise ValueError(
-                f"selective transfer (aus={selected}) is not available for {type(self).__name__} "
+                f"selective transfer (aus={shown}) is not available for {type(self).__name__} "
                 f"(method {self.method!r}); transfer all AUs (aus=None) and use strength instead"
             )
+        self.check_aus(aus)
 
     @torch.no_grad()
     def swap(
