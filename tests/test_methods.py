@@ -150,3 +150,16 @@ def test_configs_that_do_not_fit_the_method_are_refused(
     rc, _, err = run_in_process(main, ["--config", str(config), "--run_dir", str(run_dir), *extra], capsys)
     assert_one_clear_error("eet-fit", rc, err, *needles)
     assert not run_dir.exists()
+
+
+def test_checkpoints_from_before_methods_had_names_load_as_eet(tiny_run: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(tiny_run / "stage2" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["eet_method"] == "eet"
+    del ckpt["eet_method"]  # as every checkpoint written before this field existed
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    model = load_transfer_model(old)
+    assert type(model).__name__ == "EETModel" and model.method == "eet"
+    # and a stage-1 file is refused as what it is: not the final stage
+    with pytest.raises(ValueError, match="expected a stage-2 checkpoint"):
+        load_transfer_model(tiny_run / "stage1" / "last.ckpt")
