@@ -116,8 +116,14 @@ def evaluate(
 ) -> dict:
     run_dir = out / method
     folder = run_dir / "eval"
+    ckpt = run_dir / f"stage{STAGES[method]}" / "last.ckpt"
+    stamp = run_dir / "eval_settings.json"
+    settings = {"pairs": pairs, "seed": seed, "identity_pairs": identity_pairs, "data": common}
+    settings["ckpt_mtime"] = ckpt.stat().st_mtime_ns
+    if (folder / "results.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return json.loads((folder / "results.json").read_text())  # scored before, with these settings
     shutil.rmtree(folder, ignore_errors=True)
-    args = ["eet_lightning.cli.evaluate", "--ckpt", str(run_dir / f"stage{STAGES[method]}" / "last.ckpt")]
+    args = ["eet_lightning.cli.evaluate", "--ckpt", str(ckpt)]
     args += [
         "--config",
         str(CONFIGS[method]),
@@ -134,6 +140,7 @@ def evaluate(
     for kind, flag in SCORERS.items():
         args += [flag, str(scorers[kind])]
     _run(args, run_dir / "evaluate.log")
+    stamp.write_text(json.dumps(settings))
     return json.loads((folder / "results.json").read_text())
 
 
