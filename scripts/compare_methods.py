@@ -173,7 +173,7 @@ def table(rows: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             **row["timing"],
         }
     lines = [
-        f"{gt0['pairs']} held-out pairs (seed {first['seed']}); L1 to the true swap, pixels in [0, 1]; "
+        f"{gt0['pairs'] // 2} held-out pairs, both directions (seed {first['seed']}); L1 to the true swap, pixels in [0, 1]; "
         "identity and gaze: the real source images as the reference row",
         "",
         "| | AU-region L1 | whole L1 | self-recon. AU-region L1 | self-recon. whole L1 | swap beats self-recon. "
