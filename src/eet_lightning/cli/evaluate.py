@@ -422,7 +422,7 @@ class _Run:
             raise EvaluateError(
                 f"the checkpoint is for {model.image_size} px, the config for {data.image_size} px"
             )
-        if list(data.info.aus) != model.aus:
+        if model.aus and list(data.info.aus) != model.aus:  # (StarGAN's model knows no AUs)
             raise EvaluateError(
                 f"the checkpoint predicts AUs {model.aus}, the config's data has {data.info.aus}"
             )
@@ -472,6 +472,7 @@ class _Run:
     ) -> dict[str, Any]:
         a = self.args
         generated = Path(a.generated) if a.generated else None
+        aus = list(data.info.aus)  # the AUs scored: the data's (the model's, where it has them, are the same)
         pairs: dict[str, dict[str, np.ndarray]] = {}
         for p in protocols:
             key = "expression" if p == "groundtruth" else p
@@ -493,7 +494,7 @@ class _Run:
                     pairs["expression"],
                     [model.method] + ([a.generated_name] if generated is not None else []),
                 )
-                table = read_openface(a.openface, names, model.aus, a.openface_skip_failed)
+                table = read_openface(a.openface, names, aus, a.openface_skip_failed)
                 reader = P.AUReader(table={Path(k).stem: v for k, v in table.items()})
                 scorer_name = f"OpenFace ({a.openface})"
             elif a.au_estimator or a.train_scorers or not a.export_openface:
@@ -501,9 +502,9 @@ class _Run:
                 scorer_name = "AU estimator" + (
                     f" ({a.au_estimator})" if a.au_estimator else " (trained here)"
                 )
-            if reader is not None and reader.estimator is not None and reader.estimator.aus != model.aus:
+            if reader is not None and reader.estimator is not None and reader.estimator.aus != aus:
                 raise EvaluateError(
-                    f"--au-estimator reads AUs {reader.estimator.aus}, the model uses {model.aus}"
+                    f"--au-estimator reads AUs {reader.estimator.aus}, the data has {aus}"
                 )
         embedder = None
         if "identity" in protocols:
@@ -541,7 +542,7 @@ class _Run:
             "condition": (a.condition if labels is not None else "images")
             if model.condition_labels
             else None,
-            "aus": model.aus,
+            "aus": aus,
             "seed": a.seed,
             "protocols": protocols,
             "settings": settings,
@@ -556,7 +557,7 @@ class _Run:
                 faces,
                 with_generated("expression"),
                 reader,
-                len(model.aus),
+                len(aus),
                 a.batch_size,
                 tick,
             )
