@@ -83,6 +83,25 @@ class TransferModel(nn.Module):
         """Build from a checkpoint dict already read (``hyper_parameters``, ``state_dict``)."""
         raise NotImplementedError(f"{cls.__name__} does not implement from_checkpoint")
 
+    @classmethod
+    def checked_hparams(
+        cls, ckpt: dict[str, Any], options: dict[str, Any], required: Sequence[str]
+    ) -> dict[str, Any]:
+        """The checkpoint's hyper-parameters, holding ``required``, for a model with no fused or compiled
+        form: ``options`` may hold ``fuse`` (accepted for symmetry with EET, nothing to fold) and not
+        ``compile=True``. ValueError naming the class otherwise."""
+        where = f"{cls.__name__}.from_checkpoint"
+        unknown = sorted(set(options) - {"fuse", "compile"})
+        if unknown:
+            raise ValueError(f"{where}: unknown option(s) {unknown}")
+        if options.get("compile"):
+            raise ValueError(f"{where}: compile=True is not available for {cls.method or cls.__name__}")
+        hp = ckpt["hyper_parameters"]
+        missing = [k for k in required if k not in hp]
+        if missing:
+            raise ValueError(f"{where}: the checkpoint's hyper-parameters lack {missing}")
+        return hp
+
     def _load_parts(self, ckpt: dict[str, Any], map_location: str | torch.device | None) -> None:
         """Load the checkpoint's weights of `parts` (strictly), move to ``map_location``, eval mode."""
         state = {k: v for k, v in ckpt["state_dict"].items() if k.split(".")[0] in self.parts}

@@ -138,17 +138,7 @@ class GANimationModel(TransferModel):
         """Build from a GANimation checkpoint dict (``hyper_parameters``: plain values; ``state_dict``).
         ``fuse`` is accepted for symmetry with EET and changes nothing (instance norm depends on each image,
         so there is no norm to fold into a convolution); ``compile=True`` is not available."""
-        unknown = sorted(set(options) - {"fuse", "compile"})
-        if unknown:
-            raise ValueError(f"GANimationModel.from_checkpoint: unknown option(s) {unknown}")
-        if options.get("compile"):
-            raise ValueError("GANimationModel.from_checkpoint: compile=True is not available for GANimation")
-        hp = ckpt["hyper_parameters"]
-        missing = [k for k in ("image_size", "aus") if k not in hp]
-        if missing:
-            raise ValueError(
-                f"GANimationModel.from_checkpoint: the checkpoint's hyper-parameters lack {missing}"
-            )
+        hp = cls.checked_hparams(ckpt, options, ("image_size", "aus"))
         model = cls(
             image_size=int(hp["image_size"]),
             aus=hp["aus"],

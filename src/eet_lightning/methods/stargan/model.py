@@ -120,17 +120,7 @@ class StarGANModel(TransferModel):
         """Build from a StarGAN checkpoint dict (its ``hyper_parameters`` size the networks). ``fuse`` is
         accepted for symmetry with EET and changes nothing (there is no norm to fold into a convolution:
         instance norm depends on each image); ``compile=True`` is not available."""
-        unknown = sorted(set(options) - {"fuse", "compile"})
-        if unknown:
-            raise ValueError(f"StarGANModel.from_checkpoint: unknown option(s) {unknown}")
-        if options.get("compile"):
-            raise ValueError("StarGANModel.from_checkpoint: compile=True is not available for StarGAN")
-        hp = ckpt["hyper_parameters"]
-        missing = [k for k in ("image_size", "num_emotions") if k not in hp]
-        if missing:
-            raise ValueError(
-                f"StarGANModel.from_checkpoint: the checkpoint's hyper-parameters lack {missing}"
-            )
+        hp = cls.checked_hparams(ckpt, options, ("image_size", "num_emotions"))
         model = cls(**{k: hp[k] for k in ARCH_KEYS if k in hp})
         model._load_parts(ckpt, map_location)
         return model
