@@ -503,9 +503,7 @@ class _Run:
                     f" ({a.au_estimator})" if a.au_estimator else " (trained here)"
                 )
             if reader is not None and reader.estimator is not None and reader.estimator.aus != aus:
-                raise EvaluateError(
-                    f"--au-estimator reads AUs {reader.estimator.aus}, the data has {aus}"
-                )
+                raise EvaluateError(f"--au-estimator reads AUs {reader.estimator.aus}, the data has {aus}")
         embedder = None
         if "identity" in protocols:
             if a.identity_model or (a.train_scorers and not a.face_weights):
