@@ -163,3 +163,22 @@ def test_checkpoints_from_before_methods_had_names_load_as_eet(tiny_run: Path, t
     # and a stage-1 file is refused as what it is: not the final stage
     with pytest.raises(ValueError, match="expected a stage-2 checkpoint"):
         load_transfer_model(tiny_run / "stage1" / "last.ckpt")
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (Path(__file__).parent.parent / "configs").glob("*.yaml"))
+)
+def test_every_bundled_config_reads_as_its_method(name: str) -> None:
+    argv = resolve_config_names(["--config", name])
+    parser = build_parser(argv)
+    raw = yaml.safe_load(Path(argv[1]).read_text())
+    extra = ["--data.root", "/data"] if "root" in (raw["data"].get("init_args") or {}) else []
+    cfg = parser.parse_args(argv + extra)  # parsed and type-checked, not instantiated
+    expected = {"ganimation": "GANimation", "stargan": "StarGAN"}.get(name.split("_")[0])
+    names = [c.__name__ for c in parser.stage_classes]
+    assert names == ([expected] if expected else ["Stage1Module", "Stage2Module"])
+    plain = cfg.as_dict()
+    for k, cls in enumerate(parser.stage_classes, 1):
+        section = {key: v for key, v in plain[f"stage{k}"].items() if key != "class_path"}
+        shared = {key: plain["model"][key] for key in cls.shared_hparams} if cls.shared_hparams else {}
+        cls.check_init_args({**shared, **section}, f"stage{k}")
