@@ -26,6 +26,12 @@ from typing import Any
 import torch
 
 WEIGHTS_FORMAT = "eet-lightning-weights/1"  # the safetensors header's "format" entry
+# What a model was trained on, recorded in every checkpoint (``eet_training_data``) and carried by eet-export:
+# {"dataset": name, "kind": one of TRAINING_KINDS}. "synthetic": only the built-in rendered faces, so the
+# model means nothing on photographs; "real": a face dataset (DISFA, RaFD, ..., or the user's own folder).
+TRAINING_DATA_KEY = "eet_training_data"
+TRAINING_KINDS = ("synthetic", "real", "unknown")
+SYNTHETIC_DATASETS = frozenset({"synthetic"})
 
 
 class UnsafeCheckpointError(ValueError):
@@ -103,6 +109,30 @@ def checkpoint_method(ckpt: Any) -> str | None:
     return method if isinstance(method, str) else None
 
 
+def training_data_record(dataset: str) -> dict[str, str]:
+    """The ``eet_training_data`` entry of a model trained on ``dataset`` (a DataModule's name)."""
+    return {"dataset": dataset, "kind": "synthetic" if dataset in SYNTHETIC_DATASETS else "real"}
+
+
+def training_data(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What the model of a checkpoint dict (or exported weights) was trained on: ``{"dataset", "kind"}``.
+
+    Checkpoints written before the record existed: those of the built-in synthetic faces are recognised by
+    their DataModule's hyper-parameters (``num_train_identities`` and ``train_samples``, which only
+    `SyntheticDataModule` has) and say ``"inferred": True``; anything else is ``kind "unknown"``."""
+    record = ckpt.get(TRAINING_DATA_KEY) if isinstance(ckpt, dict) else None
+    if (
+        isinstance(record, dict)
+        and isinstance(record.get("dataset"), str)
+        and record.get("kind") in TRAINING_KINDS
+    ):
+        return {"dataset": record["dataset"], "kind": record["kind"]}
+    dm = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
+    if isinstance(dm, dict) and {"num_train_identities", "train_samples"} <= set(dm):
+        return {"dataset": "synthetic", "kind": "synthetic", "inferred": True}
+    return {"dataset": "unknown", "kind": "unknown"}
+
+
 def checkpoint_kind(head: bytes) -> str | None:
     """What a file's first 9 bytes say it is: "zip" (torch.save since PyTorch 1.6), "pickle" (torch.save's
     legacy format; protocol 2 and above start with 0x80), "safetensors" (an 8-byte little-endian header
@@ -136,7 +166,12 @@ def _read_weights(path: Path, what: str) -> dict[str, Any]:
     except (KeyError, ValueError) as err:
         raise ValueError(f"{what}: {path} has a damaged header ({err})") from None
     method = meta.get("eet_method", "eet")
-    return {"eet_stage": stage, "eet_method": method, "hyper_parameters": hparams, "state_dict": tensors}
+    out = {"eet_stage": stage, "eet_method": method, "hyper_parameters": hparams, "state_dict": tensors}
+    try:
+        out[TRAINING_DATA_KEY] = json.loads(meta.get(TRAINING_DATA_KEY, "null"))
+    except ValueError:
+        raise ValueError(f"{what}: {path} has a damaged header (its training-data record)") from None
+    return out
 
 
 def write_weights(ckpt: dict[str, Any], path: str | Path, parts: Iterable[str]) -> Path:
@@ -156,6 +191,7 @@ def write_weights(ckpt: dict[str, Any], path: str | Path, parts: Iterable[str]) 
         "eet_stage": str(int(ckpt["eet_stage"])),
         "eet_method": str(ckpt.get("eet_method", "eet")),
         "hyper_parameters": json.dumps(ckpt["hyper_parameters"], sort_keys=True),
+        TRAINING_DATA_KEY: json.dumps(training_data(ckpt), sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from eet_lightning.aus import DISFA_AUS
-from eet_lightning.checkpoint_io import read_checkpoint
+from eet_lightning.checkpoint_io import read_checkpoint, training_data
 from eet_lightning.methods.inference import MAX_STRENGTH, ImageInput, Labels, TransferModel, check_strength
 from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
 from eet_lightning.nets.fuse import fuse_for_inference
@@ -74,7 +74,9 @@ class EETModel(TransferModel):
         ``compile``: `compile_for_inference` as well (needs ``fuse``).
         """
         ckpt = read_checkpoint(path, 2, "EETModel.load_from_checkpoint", method="eet")
-        return cls.from_checkpoint(ckpt, map_location, fuse=fuse, compile=compile)
+        model = cls.from_checkpoint(ckpt, map_location, fuse=fuse, compile=compile)
+        model.training_data = training_data(ckpt)
+        return model
 
     @classmethod
     def from_checkpoint(

@@ -15,7 +15,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eet_lightning.checkpoint_io import checkpoint_method, read_checkpoint
+from eet_lightning.checkpoint_io import checkpoint_method, read_checkpoint, training_data
 
 if TYPE_CHECKING:
     from eet_lightning.methods.inference import TransferModel
@@ -64,7 +64,9 @@ def load_transfer_model(
         )
     cls = inference_class(method)
     ckpt = read_checkpoint(path, cls.final_stage, what, method=method, loaded=ckpt)
-    return cls.from_checkpoint(ckpt, map_location, **options)
+    model = cls.from_checkpoint(ckpt, map_location, **options)
+    model.training_data = training_data(ckpt)
+    return model
 
 
 __all__ = ["METHODS", "inference_class", "load_transfer_model", "register_method"]

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from eet_lightning.checkpoint_io import read_checkpoint
+from eet_lightning.checkpoint_io import read_checkpoint, training_data
 from eet_lightning.data.faces import as_rgb
 from eet_lightning.data.images import read_rgb
 from eet_lightning.pixels import to_model_range, to_uint8
@@ -62,6 +62,8 @@ class TransferModel(nn.Module):
     image_size: int
     aus: list[int]
     max_intensity: int = 5
+    # what the model was trained on (`eet_lightning.checkpoint_io.training_data`); set by the loaders
+    training_data: dict[str, Any] = {"dataset": "unknown", "kind": "unknown"}  # noqa: RUF012
 
     # ------------------------------------------------------------------ loading
 
@@ -74,7 +76,9 @@ class TransferModel(nn.Module):
         ckpt = read_checkpoint(
             path, cls.final_stage, f"{cls.__name__}.load_from_checkpoint", method=cls.method
         )
-        return cls.from_checkpoint(ckpt, map_location, **options)
+        model = cls.from_checkpoint(ckpt, map_location, **options)
+        model.training_data = training_data(ckpt)
+        return model
 
     @classmethod
     def from_checkpoint(

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 import pytorch_lightning as pl
 import torch
 
+from eet_lightning.checkpoint_io import TRAINING_DATA_KEY, training_data_record
+
 
 class TransferMethod(pl.LightningModule):
     """Base of every training stage of every method."""
@@ -78,6 +80,10 @@ class TransferMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["eet_stage"] = self.stage
         checkpoint["eet_method"] = self.method
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:  # what it was trained on: the report warns when that was synthetic
+            name = getattr(datamodule, "dataset_name", None) or type(datamodule).__name__
+            checkpoint[TRAINING_DATA_KEY] = training_data_record(name)
 
     @torch.no_grad()
     def log_images(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
