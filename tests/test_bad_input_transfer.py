@@ -159,7 +159,7 @@ def finished_out(ckpt: Path, inputs: dict[str, Path], tmp_path_factory: pytest.T
     out = tmp_path_factory.mktemp("finished") / "out"
     args = ["--ckpt", ckpt, "--source", inputs["astro"], "--target", inputs["cam"], "--out", out]
     assert main([*map(str, args), "--crop-only", "--strength", "0.5", "--no-progress"]) == 0
-    assert (out / RECORD_NAME).is_file() and len(files_under(out)) == 3
+    assert (out / RECORD_NAME).is_file() and len(files_under(out)) == 6  # 2 crops, 2 reports, CSV, record
     return out
 
 

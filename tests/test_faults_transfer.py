@@ -93,6 +93,11 @@ def _video_job(ckpt: Path, media: dict[str, Path], out: Path) -> list[str]:
     ]
 
 
+def _media(names) -> list[str]:
+    """The images and videos among file names (not the record, the quality reports or report.csv)."""
+    return [n for n in names if n.endswith((".png", ".mp4"))]
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
@@ -114,7 +119,9 @@ def reference(
     for name, job in (("folder", _folder_job), ("video", _video_job)):
         assert main([*job(ckpt, media, root / name), "--no-progress"]) == 0
         refs[name] = _snapshot(root / name)
-    assert len(refs["folder"]) == 12 + 1 and len(refs["video"]) == 1 + 1  # the outputs and the record
+    # the outputs, their quality reports, report.csv and the record; videos have no report
+    assert len(refs["folder"]) == 12 + 12 + 1 + 1 and len(refs["video"]) == 1 + 1
+    assert len(_media(refs["folder"])) == 12
     return refs
 
 
@@ -180,13 +187,14 @@ def _resume_and_compare(args: list[str], out: Path, expected: dict[str, bytes], 
     finished, temporaries = _check_killed_state(out, expected)
     rc, stdout, err = _run(args, capsys)
     assert rc == 0, err
-    todo = len(expected) - 1 - len(finished)
+    media, finished_media = _media(expected), _media(finished)
+    todo = len(media) - len(finished_media)
     if todo:
         assert f"wrote {todo} file(s)" in stdout, stdout
-    else:
+    elif len(finished) == len(expected) - 1:
         assert "nothing to do" in stdout, stdout
-    if finished and todo:
-        assert f"resuming: {len(finished)} of the {len(expected) - 1} outputs" in stdout, stdout
+    if finished_media and todo:
+        assert f"resuming: {len(finished_media)} of the {len(media)} outputs" in stdout, stdout
     if temporaries:
         assert f"removed {temporaries} temporary file(s)" in stdout, stdout
     assert _snapshot(out) == expected  # byte-identical, the record included; no temporary left
@@ -197,7 +205,8 @@ def test_a_folder_job_killed_at_a_random_point_resumes_to_the_same_bytes(
     ckpt: Path, media: dict[str, Path], reference: dict[str, dict], tmp_path: Path, capsys, seed: int
 ) -> None:
     rng = random.Random(seed)
-    # 13 files are written (the record, then 12 photos); the kill falls during the first 10 (or, with 0,
+    # 26 files are written (the record, then 12 photos each followed by its report, then report.csv); the
+    # kill falls during the first 10 (or, with 0,
     # before any: while importing, loading or finding faces) at a random time inside a write or after it
     begun = rng.randint(1, 10) if seed else 0  # seeds 0, 2, 5: 0, 1 (the record), 10
     delay = rng.uniform(0.5, 4.0) if begun == 0 else rng.uniform(0.0, RENAME_DELAY + 0.1)
@@ -238,7 +247,7 @@ def test_a_full_disk_stops_with_one_line_and_a_re_run_finishes(
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith("eet-transfer: error: ") and calls[-1].name in err and "No space left" in err
     finished, temporaries = _check_killed_state(out, reference["folder"])
-    assert len(finished) == 5 and temporaries == 0
+    assert len(_media(finished)) == 5 and len(finished) == 10 and temporaries == 0  # 5 photos, 5 reports
     monkeypatch.setattr(transfer, "write_image_atomic", real)
     _resume_and_compare(args, out, reference["folder"], capsys)
 
@@ -300,9 +309,10 @@ def test_new_photos_in_a_folder_add_only_their_pairs(
     rc, stdout, _ = _run(args, capsys)
     assert rc == 0 and "resuming: 2 of the 6 outputs" in stdout and "wrote 4 file(s)" in stdout
     after = _snapshot(out)
-    assert {n: after[n] for n in first if n != RECORD_NAME} == {
-        n: v for n, v in first.items() if n != RECORD_NAME
-    }
+    # what was there is kept as it was, but the record and report.csv, which gain the new outputs
+    grown = (RECORD_NAME, "report.csv")
+    assert {n: after[n] for n in first if n not in grown} == {n: v for n, v in first.items() if n not in grown}
+    assert len((out / "report.csv").read_text().splitlines()) == 1 + 6
     assert json.loads(after[RECORD_NAME])["outputs"] == sorted(n for n in after if n != RECORD_NAME)
 
 
@@ -312,7 +322,14 @@ def test_other_settings_are_refused_and_overwrite_starts_afresh(
     out = tmp_path / "out"
     job_a = ["--ckpt", str(ckpt), "--source", str(media["a"]), "--target", str(media["b"]), "--out", str(out)]
     assert _run([*job_a, "--crop-only", "--strength", "0.5"], capsys)[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == [RECORD_NAME, "a_with_b.png", "b_with_a.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        RECORD_NAME,
+        "a_with_b.json",
+        "a_with_b.png",
+        "b_with_a.json",
+        "b_with_a.png",
+        "report.csv",
+    ]
     c = str(media["photos"] / "c.png")
     job_b = [
         "--ckpt",
@@ -331,9 +348,30 @@ def test_other_settings_are_refused_and_overwrite_starts_afresh(
     assert _snapshot(out) == before
     # the same settings add to the folder; --overwrite with others deletes what the record lists first
     rc, stdout, _ = _run([*job_b, "--strength", "0.5"], capsys)
-    assert rc == 0 and len(list(out.iterdir())) == 5
+    assert rc == 0 and len(list(out.iterdir())) == 10  # record, report.csv, 4 photos and their reports
+    rows = (out / "report.csv").read_text().splitlines()[1:]  # both jobs' outputs
+    assert sorted(r.split(",")[0] for r in rows) == [
+        "a_with_b.png",
+        "b_with_a.png",
+        "b_with_c.png",
+        "c_with_b.png",
+    ]
     rc, stdout, err = _run([*job_b, "--overwrite"], capsys)
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [RECORD_NAME, "b_with_c.png", "c_with_b.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        RECORD_NAME,
+        "b_with_c.json",
+        "b_with_c.png",
+        "c_with_b.json",
+        "c_with_b.png",
+        "report.csv",
+    ]
     record = json.loads((out / RECORD_NAME).read_text())
-    assert record["settings"]["strength"] == 1.0 and record["outputs"] == ["b_with_c.png", "c_with_b.png"]
+    assert record["settings"]["strength"] == 1.0
+    assert record["outputs"] == [
+        "b_with_c.json",
+        "b_with_c.png",
+        "c_with_b.json",
+        "c_with_b.png",
+        "report.csv",
+    ]

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from eet_lightning import EETModel
-from eet_lightning.cli.transfer import RECORD_NAME, _smooth, face_mask, main
+from eet_lightning.cli.transfer import RECORD_NAME, REPORT_CSV, _smooth, face_mask, main, report_name
 from eet_lightning.data.faces import FaceAligner, warp_back
 from eet_lightning.nets import ArchConfig, AURelatedEncoder
 
@@ -92,10 +92,16 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def _outputs(out: Path) -> list[str]:
-    """The files in ``out`` besides the record of the job, which every run that writes leaves there."""
+    """The images and videos in ``out``: besides them every run that writes leaves the record of the job,
+    and every photo output its quality report (``NAME.json``, and ``report.csv`` for the job)."""
     names = sorted(p.name for p in out.iterdir())
     assert RECORD_NAME in names, names
-    return [n for n in names if n != RECORD_NAME]
+    media = [n for n in names if n != RECORD_NAME and not n.endswith(".json") and n != REPORT_CSV]
+    pngs = [n for n in media if n.endswith(".png")]
+    reports = sorted(n for n in names if n.endswith(".json") and n != RECORD_NAME)
+    assert reports == sorted(report_name(n) for n in pngs), names
+    assert (REPORT_CSV in names) == bool(pngs), names
+    return media
 
 
 def test_photo_pair_changes_only_the_face(ckpt: Path, media, aligner: FaceAligner, tmp_path: Path) -> None:
@@ -347,7 +353,12 @@ def test_argument_errors_are_one_line(ckpt: Path, media, tmp_path: Path, capsys)
     assert capsys.readouterr().err == "eet-transfer: error: give --source and --target (or --pairs)\n"
     assert main(["--source", "a.png"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("eet-transfer: error: ") and "--ckpt" in err and err.count("\n") == 1
+    assert err.startswith("eet-transfer: error: ") and "--out" in err and err.count("\n") == 1
+    assert main(["--source", "a.png", "--target", "b.png", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("eet-transfer: error: give the trained model as --ckpt") and err.count("\n") == 1
+    assert main(["--ckpt", str(ckpt), "--onnx", "m.onnx", "--out", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
     args = ["--ckpt", str(ckpt), "--out", str(tmp_path), "--source", str(media["astronaut"]), "--target"]
     assert main([*args, str(media["camera"]), "--pairs", "p.csv"]) == 2
     assert "not both" in capsys.readouterr().err

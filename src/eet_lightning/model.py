@@ -15,12 +15,21 @@ import torch
 from eet_lightning.aus import DISFA_AUS
 from eet_lightning.checkpoint_io import read_checkpoint, training_data
 from eet_lightning.methods.inference import MAX_STRENGTH, ImageInput, Labels, TransferModel, check_strength
-from eet_lightning.nets import ArchConfig, AUFreeEncoder, AURelatedEncoder, FeatureEncoder, Generator
+from eet_lightning.nets import (
+    ArchConfig,
+    AttributeClassifier,
+    AUFreeEncoder,
+    AURelatedEncoder,
+    FeatureEncoder,
+    Generator,
+)
 from eet_lightning.nets.fuse import fuse_for_inference
 from eet_lightning.nets.kernels.prepack import PrepackedWeight
 from eet_lightning.variants import variant_flags
 
-INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generator")
+# E, Ef, Er and G transfer; C (the identity and pose classifier of stage 1) gives the quality report its
+# identity features. Checkpoints always hold C; exports written before it was kept do not (then None).
+INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generator", "attribute_classifier")
 __all__ = ["INFERENCE_PARTS", "MAX_STRENGTH", "EETModel"]
 
 
@@ -36,7 +45,9 @@ class EETModel(TransferModel):
     method = "eet"
     final_stage = 2
     parts = INFERENCE_PARTS
+    optional_parts = ("attribute_classifier",)
     selective = True
+    identity_source = "EET's identity classifier C (its pooled features of E's feature map)"
 
     def __init__(
         self,
@@ -52,6 +63,7 @@ class EETModel(TransferModel):
         self.au_free_encoder = AUFreeEncoder(self.arch)
         self.au_related_encoder = AURelatedEncoder(self.arch)
         self.generator = Generator(self.arch)
+        self.attribute_classifier: AttributeClassifier | None = AttributeClassifier(self.arch)
         self.image_size = self.arch.image_size
         self.max_intensity = self.arch.max_intensity
 
@@ -219,6 +231,12 @@ class EETModel(TransferModel):
         """AU intensities in [0, l] read by Er."""
         _, au_pred = self.au_related_encoder(self.encoder(x))
         return au_pred * self.arch.max_intensity
+
+    def _identity_tensors(self, x: torch.Tensor) -> torch.Tensor | None:
+        """C's pooled features of E(x) (what its identity head reads), or None without C."""
+        if self.attribute_classifier is None:
+            return None
+        return self.attribute_classifier.layers(self.encoder(x)).mean(dim=(2, 3))
 
     def _transfer_tensors(
         self,

@@ -24,6 +24,14 @@ the new pairs only. A run with other settings is refused (outputs made two ways 
 file at an output's name that no recorded eet-transfer run wrote; ``--overwrite`` redoes every output and,
 when the settings changed, first deletes the outputs the record lists. One eet-transfer at a time may
 write into a folder (a lock, released when the process ends, even by kill -9).
+
+Quality reports: every photo output ``T_with_S.png`` gets ``T_with_S.json`` beside it (`eet_lightning.quality`:
+the detector's confidence and face sizes, head poses, the AUs the model reads on source, target and result,
+how far the expression moved, an identity similarity, and warnings), and ``report.csv`` in --out holds one
+row per photo output. The last lines printed count the warnings; a model trained only on the built-in
+synthetic faces says so on every run (its outputs on photographs mean nothing). ``--no-report`` skips them.
+``--onnx model.onnx`` runs an EET exported by ``eet-export --out model.onnx`` in onnxruntime instead of a
+checkpoint in PyTorch.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from eet_lightning.data.images import (
 )
 from eet_lightning.methods import load_transfer_model
 from eet_lightning.methods.inference import MAX_STRENGTH, TransferModel
+from eet_lightning.quality import QualityReporter, reports_csv, warning_kinds
 from eet_lightning.runtime import configure_process, tune_for_cli
 
 PROG = "eet-transfer"
@@ -74,6 +83,7 @@ MAX_SMOOTH = 1000  # --smooth: frames averaged (the edges are padded with that m
 # videos ".NAME.xxxxxxxx.tmp.mp4", as OpenCV picks the container from the suffix).
 RECORD_NAME = ".eet-transfer.json"
 RECORD_VERSION = 1
+REPORT_CSV = "report.csv"  # one row per photo output (the JSON reports beside the images, as CSV)
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?:\.mp4)?$")
 # earlier versions named video temporaries ".STEM.xxxxxxxx.mp4"
 _OLD_VIDEO_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.mp4$")
@@ -97,8 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ckpt",
-        required=True,
-        help="the trained model: any method's final checkpoint (EET: runs/synthetic/stage2/last.ckpt)",
+        help="the trained model: any method's final checkpoint (EET: runs/synthetic/stage2/last.ckpt) or "
+        "eet-export's .safetensors weights",
+    )
+    p.add_argument(
+        "--onnx", help="instead of --ckpt: an EET exported with eet-export --out model.onnx (onnxruntime)"
     )
     p.add_argument("--source", help="photo, video or folder whose expressions are transferred")
     p.add_argument("--target", help="photo, video or folder that receives them")
@@ -141,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         help=f"video: frames averaged for the face box (1: none, at most {MAX_SMOOTH})",
+    )
+    p.add_argument(
+        "--face-weights",
+        help="facenet-pytorch InceptionResnetV1 weights (state dict file) for the reports' identity "
+        "similarity (default: the model's own identity classifier, where it has one)",
+    )
+    p.add_argument(
+        "--no-report", action="store_true", help="write no quality reports (T_with_S.json, report.csv)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -192,6 +213,11 @@ class VideoJob:
 
     source: Path
     target: Path
+
+
+def report_name(output: str) -> str:
+    """The quality report's file name beside a photo output: ``T_with_S.png`` -> ``T_with_S.json``."""
+    return f"{Path(output).stem}.json"
 
 
 def _kind(path: Path) -> str:
@@ -424,6 +450,12 @@ class Runner:
         self.aligner = FaceAligner(size=self.size, device=str(device))
         self.aus = args.aus
         self.written: list[Path] = []
+        self.reporter: QualityReporter | None = None
+        if not args.no_report:
+            try:
+                self.reporter = QualityReporter(model, args.face_weights)
+            except ValueError as err:  # --face-weights: missing, unreadable, not FaceNet's
+                raise TransferError(str(err)) from None
         self.source_index, self.target_index = args.face_index[0], args.face_index[-1]
 
     def bar(self, total: int, desc: str, unit: str) -> tqdm:
@@ -508,13 +540,17 @@ class Runner:
         if not pairs:
             return
 
-        def names(pair: PhotoPair) -> list[str]:
+        def images(pair: PhotoPair) -> list[str]:
             first = f"{pair.a.stem}_with_{pair.b.stem}.png"
             return (
                 [first]
                 if pair.a.resolve() == pair.b.resolve()
                 else [first, f"{pair.b.stem}_with_{pair.a.stem}.png"]
             )
+
+        def names(pair: PhotoPair) -> list[str]:
+            out = images(pair)
+            return out if self.reporter is None else out + [report_name(n) for n in out]
 
         bs, src, tgt = self.args.batch_size, self.source_index, self.target_index
         faces = {
@@ -527,16 +563,46 @@ class Runner:
                 if all(name in done for pair in chunk for name in names(pair)):
                     bar.update(len(chunk))
                     continue
-                out_a, out_b = self.transfer(
-                    [faces["a"][p.a].crop for p in chunk], [faces["b"][p.b].crop for p in chunk]
-                )
-                for pair, ea, eb in zip(chunk, out_a, out_b):
-                    for name, photo, face, edited in zip(
-                        names(pair), (pair.a, pair.b), (faces["a"][pair.a], faces["b"][pair.b]), (ea, eb)
+                face_a = [faces["a"][p.a] for p in chunk]
+                face_b = [faces["b"][p.b] for p in chunk]
+                crops_a = np.stack([f.crop for f in face_a])
+                crops_b = np.stack([f.crop for f in face_b])
+                out_a, out_b = self.transfer(list(crops_a), list(crops_b))
+                reports = None
+                if self.reporter is not None:  # both directions of the batch in one pass
+                    reports = self.reporter.reports(
+                        face_a + face_b,
+                        face_b + face_a,
+                        np.concatenate([crops_a, crops_b]),
+                        np.concatenate([crops_b, crops_a]),
+                        np.concatenate([out_a, out_b]),
+                        aus=self.aus,
+                        strength=self.args.strength,
+                    )
+                n = len(chunk)
+                for k, (pair, ea, eb) in enumerate(zip(chunk, out_a, out_b)):
+                    for d, (name, photo, other, face, edited) in enumerate(
+                        zip(
+                            images(pair),
+                            (pair.a, pair.b),
+                            (pair.b, pair.a),
+                            (faces["a"][pair.a], faces["b"][pair.b]),
+                            (ea, eb),
+                        )
                     ):
                         if name not in done:
                             self.write_photo(out_dir / name, photo, face, edited)
+                        if reports is not None and report_name(name) not in done:
+                            report = {"output": name, "target_photo": str(photo), "source_photo": str(other)}
+                            report.update(reports[k + d * n])
+                            self.write_report(out_dir / report_name(name), report)
                 bar.update(len(chunk))
+
+    def write_report(self, path: Path, report: dict) -> None:
+        try:
+            write_bytes_atomic(path, (json.dumps(report, indent=1) + "\n").encode())
+        except OSError as err:
+            raise TransferError(f"{path}: cannot write the report ({err.strerror or err})") from None
 
     def write_photo(self, path: Path, photo_path: Path, face: FaceAlignment, edited: np.ndarray) -> None:
         image = edited if self.args.crop_only else paste_face(read_rgb(photo_path), edited, face.matrix)
@@ -696,6 +762,7 @@ class OutputFolder:
         self.ckpt = ckpt
         self.overwrite = overwrite
         self._lock: int | None = None
+        self.recorded: list[str] = []  # every output the record lists (after `open`)
         self.removed = 0  # temporaries of killed runs removed by `open`
 
     def check_path(self) -> None:
@@ -803,6 +870,7 @@ class OutputFolder:
                     target.unlink()
             recorded = set()
         self.removed = self._remove_temporaries(recorded | set(self.outputs))
+        self.recorded = sorted(recorded | set(self.outputs))  # this run's outputs and the earlier runs'
         content = {
             "version": RECORD_VERSION,
             "settings": self.settings,
@@ -854,18 +922,21 @@ class OutputFolder:
             self._lock = None
 
 
-def _ckpt_sha256(path_str: str) -> str:
-    """The checkpoint's SHA-256: which model made the outputs, whatever path it is given by."""
+def _ckpt_sha256(path_str: str, flag: str = "--ckpt") -> str:
+    """The checkpoint's (or ONNX file's) SHA-256: which model made the outputs, whatever path it is given by."""
     path = Path(path_str)
     if path.is_dir():
-        raise TransferError(f"--ckpt {path}: is a folder, not a checkpoint file")
+        raise TransferError(
+            f"{flag} {path}: is a folder, not a {'model' if flag == '--onnx' else 'checkpoint'} file"
+        )
     if not path.is_file():
-        raise TransferError(f"--ckpt {path}: no such checkpoint file")
+        raise TransferError(f"{flag} {path}: no such {'ONNX' if flag == '--onnx' else 'checkpoint'} file")
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         head = fh.read(9)
         # anything but a checkpoint or exported weights is refused here, before it is hashed or loaded
-        if checkpoint_kind(head) is None:
+        # (an ONNX file has no magic bytes: onnxruntime checks it when it loads)
+        if flag == "--ckpt" and checkpoint_kind(head) is None:
             what = "an empty file" if not head else "neither a zip archive, a pickle nor a safetensors file"
             raise TransferError(f"--ckpt {path}: not a PyTorch checkpoint file ({what})")
         digest.update(head)
@@ -899,7 +970,32 @@ def _load_model(path: str, device: torch.device, compile: bool) -> TransferModel
         ) from None
 
 
+def _load_onnx(path: str, device: torch.device) -> TransferModel:
+    """An EET exported to ONNX, run by onnxruntime (CUDA's provider for a CUDA --device)."""
+    from eet_lightning.onnx_model import OnnxTransferModel
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
+    try:
+        return OnnxTransferModel.load(path, what="--onnx", providers=providers)
+    except (OSError, ValueError) as err:
+        message = str(err).removeprefix("--onnx: ")
+        raise TransferError(
+            f"--onnx {message}" if message.startswith(path) else f"--onnx {path}: {message}"
+        ) from None
+
+
 def _check_options(parsed: argparse.Namespace) -> None:
+    if (parsed.ckpt is None) == (parsed.onnx is None):
+        raise TransferError(
+            "give the trained model as --ckpt CKPT (a checkpoint or .safetensors export) or as --onnx FILE "
+            "(an ONNX export)" + (", not both" if parsed.ckpt else "")
+        )
+    if parsed.onnx and parsed.compile:
+        raise TransferError("--compile compiles PyTorch networks; an --onnx model runs in onnxruntime")
+    if parsed.face_weights and parsed.no_report:
+        raise TransferError("--face-weights is for the quality reports, which --no-report turns off")
+    if parsed.face_weights and not Path(parsed.face_weights).is_file():
+        raise TransferError(f"--face-weights {parsed.face_weights}: no such file")
     if parsed.batch_size < 1:
         raise TransferError(f"--batch-size must be at least 1, got {parsed.batch_size}")
     if len(parsed.face_index) > 2 or min(parsed.face_index) < 0:
@@ -920,7 +1016,7 @@ def _check_options(parsed: argparse.Namespace) -> None:
 def _settings(parsed: argparse.Namespace) -> dict:
     """What decides the pixels of the outputs (not --batch-size, --device or --compile: float rounding)."""
     return {
-        "ckpt_sha256": _ckpt_sha256(parsed.ckpt),
+        "ckpt_sha256": _ckpt_sha256(parsed.onnx, "--onnx") if parsed.onnx else _ckpt_sha256(parsed.ckpt),
         "aus": None if parsed.aus is None else sorted(set(parsed.aus)),
         "strength": float(parsed.strength),
         "crop_only": bool(parsed.crop_only),
@@ -960,21 +1056,26 @@ def main(args: Sequence[str] | None = None) -> int:
         device = _device(parsed.device)
         photos, videos, outputs = plan(parsed)
         out_dir = Path(parsed.out)
-        names = [p.name for p in outputs]
+        media = [p.name for p in outputs]  # the images and videos
+        reports = [] if parsed.no_report else [report_name(n) for n in media if n.endswith(".png")]
+        names = media + reports + ([REPORT_CSV] if reports else [])
         folder = OutputFolder(out_dir, names, {}, "", parsed.overwrite)
         folder.check_path()
         folder.settings = _settings(parsed)
-        folder.ckpt = str(Path(parsed.ckpt).resolve())
+        folder.ckpt = str(Path(parsed.onnx or parsed.ckpt).resolve())
         done = folder.check()
         if len(done) == len(names):
             folder.open()  # removes temporaries a killed run may have left
             _report_removed(folder)
             print(
-                f"{PROG}: all {len(names)} output(s) are already in {out_dir} (made with these settings); "
+                f"{PROG}: all {len(media)} output(s) are already in {out_dir} (made with these settings); "
                 "nothing to do (--overwrite redoes them)"
             )
             return 0
-        model = _load_model(parsed.ckpt, device, parsed.compile)
+        if parsed.onnx:
+            model = _load_onnx(parsed.onnx, device)
+        else:
+            model = _load_model(parsed.ckpt, device, parsed.compile)
         try:
             model.check_transfer_options(parsed.aus, parsed.strength)  # checked before any work
         except ValueError as err:
@@ -985,9 +1086,10 @@ def main(args: Sequence[str] | None = None) -> int:
         runner.prepare(photos, videos, pending)
         done = folder.open()  # nothing is written before this point
         _report_removed(folder)
-        if done:
+        kept = [n for n in media if n in done]
+        if kept:
             print(
-                f"{PROG}: resuming: {len(done)} of the {len(names)} outputs are already in {out_dir} and are "
+                f"{PROG}: resuming: {len(kept)} of the {len(media)} outputs are already in {out_dir} and are "
                 "kept (--overwrite redoes them)"
             )
         runner.run_photos(photos, out_dir, done)
@@ -997,6 +1099,9 @@ def main(args: Sequence[str] | None = None) -> int:
                 if job not in pending:  # its output was there a moment ago, so its video was not read
                     raise TransferError(f"{out_dir / name} was deleted while eet-transfer started; re-run it")
                 runner.run_video(job, out_dir / name)
+        # report.csv covers every photo output recorded in --out (earlier jobs' too) whose report is there
+        recorded = [n for n in folder.recorded if n.endswith(".json") and (out_dir / n).is_file()]
+        summary = _write_csv(out_dir, recorded) if reports else None
     except (TransferError, ValueError, OSError) as err:
         if os.environ.get("EET_DEBUG"):
             raise
@@ -1009,9 +1114,41 @@ def main(args: Sequence[str] | None = None) -> int:
     finally:
         if folder is not None:
             folder.close()
-    skipped = f" (kept {len(done)} that were already there)" if done else ""
+    skipped = f" (kept {len(kept)} that were already there)" if kept else ""
     print(f"{PROG}: wrote {len(runner.written)} file(s) to {out_dir}{skipped}")
+    if summary is not None:
+        print(f"{PROG}: {summary}")
+    warning = QualityReporter.model_warning_for(model)
+    if warning:
+        print(f"{PROG}: warning: {warning}")
     return 0
+
+
+def _write_csv(out_dir: Path, names: list[str]) -> str:
+    """Gather the job's JSON reports into report.csv; the summary of their warnings."""
+    reports = []
+    for name in names:
+        path = out_dir / name
+        try:
+            reports.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TransferError(
+                f"{path}: cannot read the quality report ({err}); delete it and re-run to redo it"
+            ) from None
+    try:
+        write_bytes_atomic(out_dir / REPORT_CSV, reports_csv(reports).encode())
+    except OSError as err:
+        raise TransferError(f"{out_dir / REPORT_CSV}: cannot write ({err.strerror or err})") from None
+    kinds = warning_kinds(reports)
+    kinds.pop("synthetic-only model", None)  # said once, on the last line
+    flagged = sum(
+        1 for r in reports if any(not w.startswith("synthetic-only model") for w in r.get("warnings") or [])
+    )
+    detail = f" ({', '.join(f'{k} {v}' for k, v in kinds.items())})" if kinds else ""
+    return (
+        f"quality: {flagged} of {len(reports)} photo output(s) with warnings{detail}; "
+        f"reports: {out_dir / REPORT_CSV} and one .json per output"
+    )
 
 
 if __name__ == "__main__":

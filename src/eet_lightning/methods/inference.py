@@ -53,6 +53,9 @@ class TransferModel(nn.Module):
     method: ClassVar[str] = ""  # the checkpoint's ``eet_method``
     final_stage: ClassVar[int] = 1  # the stage whose checkpoint holds the trained model
     parts: ClassVar[tuple[str, ...]] = ()  # top-level weights kept for inference (and by eet-export)
+    # parts of `parts` that a checkpoint or export may lack (written before they were kept); the model is
+    # then built without them (``None``) and does without what they give
+    optional_parts: ClassVar[tuple[str, ...]] = ()
     # label kinds `transfer` can take instead of reading the source ("aus", "emotion"); empty for EET,
     # which reads the expression from the source image itself
     condition_labels: ClassVar[tuple[str, ...]] = ()
@@ -108,6 +111,10 @@ class TransferModel(nn.Module):
 
     def _load_parts(self, ckpt: dict[str, Any], map_location: str | torch.device | None) -> None:
         """Load the checkpoint's weights of `parts` (strictly), move to ``map_location``, eval mode."""
+        present = {k.split(".")[0] for k in ckpt["state_dict"]}
+        for name in self.optional_parts:
+            if name not in present:
+                setattr(self, name, None)
         state = {k: v for k, v in ckpt["state_dict"].items() if k.split(".")[0] in self.parts}
         self.load_state_dict(state, strict=True)
         if map_location is not None:
@@ -140,6 +147,30 @@ class TransferModel(nn.Module):
     def _predict_aus_tensors(self, x: torch.Tensor) -> torch.Tensor:
         """AU intensities in [0, l], [B, m], as the model reads them."""
         raise NotImplementedError(f"{type(self).__name__} does not read AU intensities")
+
+    @property
+    def reads_aus(self) -> bool:
+        """Whether `predict_aus` works (the subclass implements `_predict_aus_tensors`)."""
+        return type(self)._predict_aus_tensors is not TransferModel._predict_aus_tensors
+
+    # the network whose features `identity_features` returns, for reports (None: the model has none)
+    identity_source: ClassVar[str | None] = None
+
+    def _identity_tensors(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Identity-bearing features [B, D] of prepared images, or None when the model has no network that
+        tells people apart (the base's answer)."""
+        return None
+
+    @torch.no_grad()
+    def identity_features(self, images: ImageInput) -> torch.Tensor | None:
+        """L2-normalised identity features [B, D] (on the CPU) of images of any accepted kind, from the
+        model's own identity network (`identity_source`), or None when it has none: the cosine similarity of
+        two rows says how alike the model finds the two faces' identities."""
+        x, _ = self._prepare(images, "images")
+        feats = self._identity_tensors(x)
+        if feats is None:
+            return None
+        return torch.nn.functional.normalize(feats.float().flatten(1), dim=1).cpu()
 
     # ------------------------------------------------------------------ what users call
 
