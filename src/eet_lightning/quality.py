@@ -166,7 +166,7 @@ class QualityReporter:
 
             with torch.no_grad():
                 x = to_model_range(crops, self.embedder.device)
-                return torch.nn.functional.normalize(self.embedder(x).float(), dim=1).cpu()
+                return self.embedder.embed(x).float().cpu()
         return self.model.identity_features(crops)
 
     @torch.no_grad()
