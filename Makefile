@@ -11,10 +11,24 @@ export WANDB_MODE ?= offline
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-install: ## create .venv and install the package (editable) with its dev tools
+install: ## create .venv and install the package (editable) with its dev tools, and Chromium for the browser test
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
+	@$(MAKE) --no-print-directory browser
+
+# The eet-demo browser test drives Debian's Chromium through its ChromeDriver. As root with apt-get, install
+# them when missing; otherwise say how (the test then skips, unless EET_REQUIRE_BROWSER=1 as in CI).
+.PHONY: browser
+browser: ## install Debian's chromium + chromium-driver for the browser test (root, apt-get)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "browser test: $$(chromium --version 2>/dev/null | head -1), chromedriver found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }; \
+	else \
+		echo "browser test: install Chromium and its driver (Debian: sudo apt-get install chromium chromium-driver)"; \
+	fi
 
 test: ## run the whole test suite (CPU)
 	$(BIN)/python -m pytest -q
