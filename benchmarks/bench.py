@@ -15,7 +15,10 @@ In one run, on the machine it runs on, it measures
   convolution weights prepacked in oneDNN's layout, Er's branches as the config builds them), in
   channels-last memory format, under bf16 autocast, and compiled ("fused_compiled":
   ``EETModel.compile_for_inference``, torch.compile with weight freezing; its first call, which
-  compiles, is not timed), with the max abs output difference against "fp32";
+  compiles, is not timed), and the fused form exported to ONNX and run by onnxruntime ("onnxruntime":
+  `eet_lightning.onnx_model`, as many intra-op threads as torch; the CUDA execution provider on CUDA;
+  FLOPs counted on the fused PyTorch form, the same arithmetic; the export is not timed), with the max
+  abs output difference against "fp32";
 - training: one stage-1 step (forward, backward, Adam, as Lightning's automatic optimization runs it) and
   one stage-2 step (`Stage2Module.training_step` itself: generator and discriminator updates), driven
   without a Trainer, in the straightforward form ("reference", built by `reference_forms.reference_form`
@@ -93,7 +96,8 @@ SECTIONS = ("reference", "inference", "training", "data")
 # norm parametrized, batch norm as its own layer, contiguous tensors): "grouped" runs Er's branches side by
 # side; "fused" folds spectral and batch norm into the convolutions and prepacks their weights, with Er as
 # the config builds it (what EETModel.load_from_checkpoint gives); "_cl" adds channels-last tensors,
-# "_bf16" bf16 autocast on top.
+# "_bf16" bf16 autocast on top; "onnxruntime" is the fused form exported to ONNX (eet-export --out NAME.onnx)
+# and run by onnxruntime.
 # "allocator" is "fp32" again once `tune_cpu_allocator` has run: every row but "fp32" (and the
 # "reference" training rows) is measured with the allocator eet-fit, eet-transfer and eet-evaluate set up.
 VARIANTS = (
@@ -105,6 +109,7 @@ VARIANTS = (
     "fused_cl",
     "fused_cl_bf16",
     "fused_compiled",
+    "onnxruntime",
 )
 MATMUL_SIZE = 2048
 PAPER_MS_PER_IMAGE = 49.0  # EET per image at test time, footnote of the paper's Table IV (one GTX 1080 Ti)
@@ -379,6 +384,11 @@ def run_inference(
     data = fake_batch(cfg, batch, device)
     a, b = data["a"]["image"], data["b"]["image"]
     for variant in variants:
+        if variant == "onnxruntime":
+            rows.append(
+                run_onnxruntime(cfg, batch, a, b, device, reference, memory, repeats, warmup, expected)
+            )
+            continue
         memory.start()
         model = build_inference_model(cfg, device)
         # Er's branches: one after the other in the straightforward rows, side by side in "grouped", and
@@ -443,6 +453,86 @@ def run_inference(
         rows.append(row)
         del model, out, call
     return rows
+
+
+_ONNX_FILES: dict[str, Path] = {}  # config name -> its fused model exported once (removed at exit)
+
+
+def _onnx_file(cfg: BenchConfig, model: EETModel) -> Path:
+    """The fused ``model`` of ``cfg`` as an ONNX file (`eet_lightning.onnx_model`), exported once per
+    config into a temporary folder."""
+    if cfg.name not in _ONNX_FILES:
+        import atexit
+        import shutil
+
+        from eet_lightning.onnx_model import write_onnx
+
+        folder = Path(tempfile.mkdtemp(prefix="eet-bench-onnx-"))
+        atexit.register(shutil.rmtree, folder, True)
+        record = {"dataset": "none (untrained benchmark weights)", "kind": "unknown"}
+        _ONNX_FILES[cfg.name] = write_onnx(model, folder / f"{cfg.name}.onnx", record)
+    return _ONNX_FILES[cfg.name]
+
+
+def run_onnxruntime(
+    cfg: BenchConfig,
+    batch: int,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    device: torch.device,
+    reference: dict,
+    memory: PeakMemory,
+    repeats: int,
+    warmup: int,
+    expected: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]],
+) -> dict:
+    """The "onnxruntime" row: the fused form's FLOPs counted in PyTorch and the graph exported (neither
+    timed nor in the peak memory), then `OnnxTransferModel.transfer` timed; its peak memory counts
+    onnxruntime's copy of the weights and its activations."""
+    row = {
+        "config": cfg.name,
+        "image_size": cfg.arch.image_size,
+        "width": cfg.arch.width,
+        "batch_pairs": batch,
+        "variant": "onnxruntime",
+    }
+    try:
+        import onnxruntime as ort
+
+        from eet_lightning.onnx_model import OnnxTransferModel
+
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError("this onnxruntime has no CUDAExecutionProvider")
+            providers = ["CUDAExecutionProvider"]
+        model = build_inference_model(cfg, torch.device("cpu"))
+        model.au_related_encoder.grouped = cfg.arch.grouped_au_encoder
+        model.fuse()
+        for layer in model.modules():  # count the arithmetic on the plain convolutions (as for "fused")
+            if getattr(layer, "prepacked", False):
+                layer.prepacked = False
+        flops, _ = count_flops(lambda m=model: m.transfer(a.cpu(), b.cpu()))
+        path = _onnx_file(cfg, model)
+        del model
+        memory.start()
+        session = OnnxTransferModel.load(path, what="bench", providers=providers)
+    except (ImportError, ValueError, RuntimeError) as err:  # no onnxruntime here, no CUDA provider, ...
+        return {**row, "error": str(err).strip().splitlines()[0]}
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        return session.transfer(a, b)
+
+    out = call()  # onnxruntime plans its memory on the first run of a shape
+    times = time_calls(call, device, repeats, warmup)
+    row.update(figures(flops, times, 2 * batch, reference), peak_mb=memory.peak_mb())
+    row["ms_per_image"] = 1000 / row["images_per_s"]
+    row["providers"] = session.providers
+    if (cfg.name, batch) in expected:
+        row["max_abs_diff_vs_fp32"] = max(
+            float((o.float() - e).abs().max()) for o, e in zip(out, expected[(cfg.name, batch)])
+        )
+    return row
 
 
 # --------------------------------------------------------------------------------------------------

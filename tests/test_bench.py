@@ -72,9 +72,13 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
     # products, once per layer and call whatever the batch)
     assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-3)
     assert rows[(2, "fp32")]["gflop"] < 2 * rows[(1, "fp32")]["gflop"]
-    # channels-last and the fused inference form compute the same swaps
-    for variant in ("channels_last", "fused", "fused_cl", "fused_compiled"):
+    # channels-last, the fused inference form and its ONNX export run by onnxruntime compute the same swaps
+    for variant in ("channels_last", "fused", "fused_cl", "fused_compiled", "onnxruntime"):
         assert rows[(2, variant)]["max_abs_diff_vs_fp32"] < 1e-4
+    # onnxruntime's row counts the fused form's FLOPs (the same arithmetic)
+    for batch in (1, 2):
+        assert rows[(batch, "onnxruntime")]["gflop"] == pytest.approx(rows[(batch, "fused")]["gflop"])
+        assert rows[(batch, "onnxruntime")]["providers"] == ["CPUExecutionProvider"]
     bf16 = rows[(2, "fused_cl_bf16")]
     if "error" not in bf16:
         assert bf16["max_abs_diff_vs_fp32"] < 0.5

@@ -55,7 +55,15 @@ _MAX_PROTO_BYTES = 2**31 - 2**20
 # batch dimension is checked dynamic too): max abs difference of the images on [-1, 1]. Measured: ~1e-5.
 SELF_CHECK_TOLERANCE = 1e-3
 
-__all__ = ["INPUTS", "ONNX_FORMAT", "OUTPUTS", "OnnxTransferModel", "export_onnx", "onnx_model_proto"]
+__all__ = [
+    "INPUTS",
+    "ONNX_FORMAT",
+    "OUTPUTS",
+    "OnnxTransferModel",
+    "export_onnx",
+    "onnx_model_proto",
+    "write_onnx",
+]
 
 
 def _require(module: str) -> Any:
@@ -138,7 +146,7 @@ def _metadata(model: Any, record: dict[str, Any]) -> dict[str, str]:
 def onnx_model_proto(model: Any, record: dict[str, Any] | None = None) -> Any:
     """A fused `EETModel` (eval mode, CPU) as an ``onnx.ModelProto`` with the metadata above, checked by
     ``onnx.checker`` and against the model on one random pair. ``record``: the training-data record to
-    store (default: ``model.training_data``). The model's convolutions stop using prepacked weights."""
+    store (default: "unknown"). The model's convolutions stop using prepacked weights."""
     onnx = _require("onnx")
     _require("onnxscript")
     if getattr(model, "method", None) != "eet" or not hasattr(model, "au_related_encoder"):
@@ -255,6 +263,15 @@ def export_onnx(ckpt: str | Path, out: str | Path, what: str = "--ckpt") -> Path
     return _write_atomically(proto, out)
 
 
+def write_onnx(model: Any, out: str | Path, record: dict[str, Any] | None = None) -> Path:
+    """A fused `EETModel` already in memory (eval mode, CPU) written as `export_onnx` writes a checkpoint's
+    (`onnx_model_proto`, then atomically to ``out``). ``record``: its training-data record (default
+    ``model.training_data``)."""
+    if record is None:
+        record = dict(getattr(model, "training_data", None) or training_data({}))
+    return _write_atomically(onnx_model_proto(model, record), Path(out))
+
+
 def _write_atomically(proto: Any, path: Path) -> Path:
     """``proto`` serialized to ``path`` through a temporary file in the same folder and ``os.replace``;
     folders this created are removed again when the write fails."""
@@ -271,7 +288,7 @@ def _write_atomically(proto: Any, path: Path) -> Path:
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         for folder in created:  # deepest first
@@ -279,6 +296,8 @@ def _write_atomically(proto: Any, path: Path) -> Path:
                 folder.rmdir()
             except OSError:
                 break
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, tmp):
+            raise OSError(err.errno, err.strerror, str(path)) from err  # name the file the user gave
         raise
     return path
 

@@ -145,6 +145,7 @@ class SyntheticView:
     chart_note: str = ""
     report: str = ""
     seed: int | None = None
+    truth_name: str = "true swap"  # "true result" (selected AUs), "reference" (strength other than 1)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -244,9 +245,13 @@ class DemoApp:
 
     def _options(self, aus: Sequence[Any] | None, strength: Any) -> tuple[list[int] | None, float]:
         try:
-            strength = check_strength(float(strength if strength is not None else 1.0))
+            strength = float(strength if strength is not None else 1.0)
         except (TypeError, ValueError):
             raise PageError(f"the strength must be a number from 0 to {MAX_PAGE_STRENGTH:g}") from None
+        try:
+            strength = check_strength(strength)
+        except ValueError as err:
+            raise PageError(str(err)) from None
         chosen: list[int] | None = None
         if aus is not None and self.selectable:
             chosen = sorted({int(a) for a in aus})
@@ -558,6 +563,7 @@ class DemoApp:
             images={"source": source[0], "target": target[0], "swap": swap[0], "truth": truth[0]},
             errors=errors,
             seed=seed,
+            truth_name=truth_name,
         )
         labels = rb.aus[0, data.au_columns] if list(data.aus) == list(self.model.aus) else None
         self._report(view, ([None], [None]), (target, source, swap), chosen, strength, False, labels)
@@ -792,9 +798,11 @@ def build_demo(
             view = app.synthetic_pair(chosen, amount)
             failed = view.message is not None
             images = [view.images.get(k) for k in ("source", "target", "swap", "truth")]
+            shown = [None if im is None else _enlarge(im) for im in images]
             return (
                 gr.update(value=f"**Error**: {view.message}" if failed else "", visible=failed),
-                *(None if im is None else _enlarge(im) for im in images),
+                *shown[:3],
+                gr.update(value=shown[3], label=view.truth_name.capitalize()),
                 view.chart,
                 view.errors,
                 f"**Quality report**\n\n{view.report}" if view.report else "",

@@ -557,6 +557,7 @@ class Runner:
             "a": {p.a: self.faces[p.a, tgt] for p in pairs},
             "b": {p.b: self.faces[p.b, src] for p in pairs},
         }
+        reported = flagged = 0
         with self.bar(len(pairs), "photos", "pair") as bar:
             for start in range(0, len(pairs), bs):
                 chunk = pairs[start : start + bs]
@@ -596,6 +597,10 @@ class Runner:
                             report = {"output": name, "target_photo": str(photo), "source_photo": str(other)}
                             report.update(reports[k + d * n])
                             self.write_report(out_dir / report_name(name), report)
+                            reported += 1
+                            flagged += any(not w.startswith("synthetic-only") for w in report["warnings"])
+                if reported:  # the bar's last line counts the outputs with warnings
+                    bar.set_postfix_str(f"{flagged} of {reported} with warnings", refresh=False)
                 bar.update(len(chunk))
 
     def write_report(self, path: Path, report: dict) -> None:
