@@ -35,7 +35,9 @@ def test_export_holds_the_transfer_weights_only_and_loads_to_the_same_model(
         "au_free_encoder",
         "au_related_encoder",
         "generator",
+        "attribute_classifier",  # C: the quality report's identity features
     }
+    assert meta["eet_training_data"] == '{"dataset": "synthetic", "kind": "synthetic"}'
     assert exported.stat().st_size < ckpt_path.stat().st_size / 2
     from_ckpt = EETModel.load_from_checkpoint(ckpt_path, fuse=False)
     from_file = EETModel.load_from_checkpoint(exported, fuse=False)

@@ -280,3 +280,22 @@ def test_a_photo_too_small_for_the_face_warns(ckpt: Path, tmp_path: Path, capsys
     assert report["target"]["upscale"] > THRESHOLDS["max_upscale"]
     assert any(w.startswith("small face: the target's face") for w in report["warnings"])
     assert "small face 2" in capsys.readouterr().out  # both directions use the small photo's face
+
+
+def test_bad_report_options_are_one_line_and_write_nothing(
+    ckpt: Path, photos, tmp_path: Path, capsys
+) -> None:
+    text = tmp_path / "weights.pt"
+    text.write_text("not weights")
+    photo = str(photos["astronaut"])
+    cases = [
+        (["--face-weights", str(tmp_path / "missing.pt")], "--face-weights"),
+        (["--face-weights", str(text)], "not a readable PyTorch state dict"),
+        (["--face-weights", str(text), "--no-report"], "--no-report"),
+    ]
+    for k, (extra, expected) in enumerate(cases):
+        out = tmp_path / f"out{k}"
+        rc = main(["--ckpt", str(ckpt), "--source", photo, "--target", photo, "--out", str(out), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("eet-transfer: error: ") and err.count("\n") == 1, (extra, err)
+        assert expected in err and not out.exists(), (extra, err)
