@@ -204,7 +204,7 @@ def test_each_warning_and_its_threshold(model, monkeypatch) -> None:
     for result_aus, barely in ((target_aus + 0.2, True), (source_aus - 0.4, False)):
         values = torch.stack([target_aus, source_aus, result_aus])
         monkeypatch.setattr(model, "predict_aus", lambda x, v=values: v)
-        (report,) = reporter.reports([None], [None], crops, crops, crops, photographs=False)
+        (report,) = reporter.reports([None], [None], crops, crops + 1, crops + 2, photographs=False)
         assert report["expression_moved"] == pytest.approx(0.1 if barely else 0.8, abs=1e-6)
         assert any(w.startswith("expression barely moved") for w in report["warnings"]) == barely
     monkeypatch.undo()
@@ -218,7 +218,7 @@ def test_each_warning_and_its_threshold(model, monkeypatch) -> None:
     }
     for name, feats in cases.items():
         monkeypatch.setattr(reporter, "_identity", lambda crops, f=feats: f)
-        (report,) = reporter.reports([None], [None], crops, crops, crops, photographs=False)
+        (report,) = reporter.reports([None], [None], crops, crops + 1, crops + 2, photographs=False)
         drift = [w for w in report["warnings"] if w.startswith("identity drifted")]
         assert bool(drift) == (name != "fine"), (name, report["identity"])
         if name == "nearer_source":

@@ -27,6 +27,7 @@ tests; they flag outputs to look at, they do not prove an output good.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 from collections.abc import Sequence
@@ -189,12 +190,19 @@ class QualityReporter:
         if not (len(target_crops) == len(source_crops) == len(targets) == len(sources) == n):
             raise ValueError("reports: one target, source and result per output")
         crops = np.concatenate([np.asarray(target_crops), np.asarray(source_crops), np.asarray(result_crops)])
+        # a pair's two directions share their crops (one's target is the other's source): read each once
+        first: dict[bytes, int] = {}
+        index = np.array(
+            [first.setdefault(hashlib.blake2b(c.tobytes()).digest(), k) for k, c in enumerate(crops)]
+        )
+        unique = np.unique(index)
+        where = np.searchsorted(unique, index)
         au_values = None
         if self.reads_aus:
-            au_values = self.model.predict_aus(crops).detach().float().cpu().numpy()
-            if au_values.ndim == 1:
-                au_values = au_values[None]
-        ident = self._identity(crops)
+            au_values = self.model.predict_aus(crops[unique]).detach().float().cpu().numpy()
+            au_values = au_values.reshape(len(unique), -1)[where]
+        ident = self._identity(crops[unique])
+        ident = None if ident is None else ident[torch.as_tensor(where)]
         numbers = [int(a) for a in getattr(self.model, "aus", [])]
         moved_aus = numbers if aus is None else [int(a) for a in aus]
         columns = [numbers.index(a) for a in moved_aus if a in numbers]

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         "graph.",
     )
     p.add_argument(
-        "--ckpt", required=True, help="any method's final checkpoint (EET: runs/synthetic/stage2/last.ckpt)"
+        "--ckpt",
+        required=True,
+        help="any method's final checkpoint (EET: runs/synthetic/stage2/last.ckpt); for .onnx an EET "
+        "checkpoint or its .safetensors export",
     )
     p.add_argument(
         "--out",
