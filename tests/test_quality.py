@@ -203,7 +203,7 @@ def test_each_warning_and_its_threshold(model, monkeypatch) -> None:
     target_aus, source_aus = torch.zeros(n_aus), torch.full((n_aus,), 2.0)
     for result_aus, barely in ((target_aus + 0.2, True), (source_aus - 0.4, False)):
         values = torch.stack([target_aus, source_aus, result_aus])
-        monkeypatch.setattr(model, "predict_aus", lambda x, v=values: v)
+        monkeypatch.setattr(reporter, "_read", lambda crops, v=values: (v, None))
         (report,) = reporter.reports([None], [None], crops, crops + 1, crops + 2, photographs=False)
         assert report["expression_moved"] == pytest.approx(0.1 if barely else 0.8, abs=1e-6)
         assert any(w.startswith("expression barely moved") for w in report["warnings"]) == barely
@@ -217,7 +217,7 @@ def test_each_warning_and_its_threshold(model, monkeypatch) -> None:
         "fine": torch.stack([unit[0], unit[1], 0.99 * unit[0] + 0.141 * unit[1]]),
     }
     for name, feats in cases.items():
-        monkeypatch.setattr(reporter, "_identity", lambda crops, f=feats: f)
+        monkeypatch.setattr(reporter, "_read", lambda crops, f=feats: (None, f))
         (report,) = reporter.reports([None], [None], crops, crops + 1, crops + 2, photographs=False)
         drift = [w for w in report["warnings"] if w.startswith("identity drifted")]
         assert bool(drift) == (name != "fine"), (name, report["identity"])

@@ -232,6 +232,17 @@ class EETModel(TransferModel):
         _, au_pred = self.au_related_encoder(self.encoder(x))
         return au_pred * self.arch.max_intensity
 
+    def _read_tensors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Er's AU intensities and C's pooled features from one pass of E."""
+        feature = self.encoder(x)
+        _, au_pred = self.au_related_encoder(feature)
+        ident = (
+            None
+            if self.attribute_classifier is None
+            else self.attribute_classifier.layers(feature).mean(dim=(2, 3))
+        )
+        return au_pred * self.arch.max_intensity, ident
+
     def _identity_tensors(self, x: torch.Tensor) -> torch.Tensor | None:
         """C's pooled features of E(x) (what its identity head reads), or None without C."""
         if self.attribute_classifier is None:

@@ -158,6 +158,16 @@ class QualityReporter:
 
     # ------------------------------------------------------------------ one report per output
 
+    def _read(self, crops: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(AU intensities [N, m] or None, unit identity features [N, D] or None) of uint8 crops."""
+        if self.embedder is not None or not hasattr(self.model, "read_faces"):
+            aus = self.model.predict_aus(crops).detach().float().cpu() if self.reads_aus else None
+            return aus, self._identity(crops)
+        aus, ident = self.model.read_faces(crops)  # one pass where the two share a network (EET's E)
+        if self.identity_model is None:
+            ident = None
+        return (aus if self.reads_aus else None), ident
+
     def _identity(self, crops: np.ndarray) -> torch.Tensor | None:
         """Unit identity features [N, D] of uint8 crops [N, S, S, 3], or None without an identity network."""
         if self.identity_model is None:
@@ -197,11 +207,9 @@ class QualityReporter:
         )
         unique = np.unique(index)
         where = np.searchsorted(unique, index)
-        au_values = None
-        if self.reads_aus:
-            au_values = self.model.predict_aus(crops[unique]).detach().float().cpu().numpy()
-            au_values = au_values.reshape(len(unique), -1)[where]
-        ident = self._identity(crops[unique])
+        au_values, ident = self._read(crops[unique])
+        if au_values is not None:
+            au_values = au_values.numpy().reshape(len(unique), -1)[where]
         ident = None if ident is None else ident[torch.as_tensor(where)]
         numbers = [int(a) for a in getattr(self.model, "aus", [])]
         moved_aus = numbers if aus is None else [int(a) for a in aus]

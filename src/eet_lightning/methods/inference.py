@@ -161,6 +161,21 @@ class TransferModel(nn.Module):
         tells people apart (the base's answer)."""
         return None
 
+    def _read_tensors(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(`_predict_aus_tensors` or None, `_identity_tensors`) of prepared images; a subclass whose two
+        share a network overrides it to run that network once."""
+        return (self._predict_aus_tensors(x) if self.reads_aus else None), self._identity_tensors(x)
+
+    @torch.no_grad()
+    def read_faces(self, images: ImageInput) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`predict_aus` and `identity_features` of the same images in one call, on the CPU: (AU intensities
+        [B, m] or None for a model that reads none, unit identity features [B, D] or None)."""
+        x, _ = self._prepare(images, "images")
+        aus, feats = self._read_tensors(x)
+        if feats is not None:
+            feats = torch.nn.functional.normalize(feats.float().flatten(1), dim=1).cpu()
+        return (None if aus is None else aus.float().cpu()), feats
+
     @torch.no_grad()
     def identity_features(self, images: ImageInput) -> torch.Tensor | None:
         """L2-normalised identity features [B, D] (on the CPU) of images of any accepted kind, from the
