@@ -581,18 +581,27 @@ def _photo_class() -> type:
     """gr.Image whose unreadable uploads reach the handler as `Unreadable` instead of failing in Gradio
     (where the page would only say "Error")."""
     import gradio as gr
+    import gradio.component_meta as meta
 
-    class Photo(gr.Image):
-        is_template = True  # drawn by the frontend's Image component
+    # Gradio's component metaclass writes a type stub (demo.pyi) beside the module that defines a component
+    # class: into the installed package, which may not be writable and must not change. Not for this one.
+    write_stub = meta.create_or_modify_pyi
+    meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
 
-        def preprocess(self, payload: Any) -> Any:
-            try:
-                return super().preprocess(payload)
-            except Exception as err:  # noqa: BLE001 - PIL's many ways of saying "not an image"
-                name = getattr(payload, "orig_name", None) or "the upload"
-                detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                return Unreadable(f"{name} is not a readable image ({detail})")
+        class Photo(gr.Image):
+            is_template = True  # drawn by the frontend's Image component
 
+            def preprocess(self, payload: Any) -> Any:
+                try:
+                    return super().preprocess(payload)
+                except Exception as err:  # noqa: BLE001 - PIL's many ways of saying "not an image"
+                    name = getattr(payload, "orig_name", None) or "the upload"
+                    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                    return Unreadable(f"{name} is not a readable image ({detail})")
+
+    finally:
+        meta.create_or_modify_pyi = write_stub
     return Photo
 
 
@@ -902,6 +911,8 @@ def main(args: Sequence[str] | None = None) -> int:
         try:
             app = DemoApp(model, ckpt=parsed.ckpt, face_weights=parsed.face_weights)
         except (ValueError, OSError) as err:  # the face weights do not load
+            if not parsed.face_weights:
+                raise
             message = str(err)
             raise DemoError(
                 message
