@@ -73,10 +73,14 @@ def test_bench_inference_rows(tiny_bench: dict) -> None:
     assert rows[(2, "fp32")]["gflop"] == pytest.approx(2 * rows[(1, "fp32")]["gflop"], rel=1e-3)
     assert rows[(2, "fp32")]["gflop"] < 2 * rows[(1, "fp32")]["gflop"]
     # channels-last, the fused inference form and its ONNX export run by onnxruntime compute the same swaps
+    onnx_here = all(importlib.util.find_spec(p) for p in ("onnx", "onnxscript", "onnxruntime"))
     for variant in ("channels_last", "fused", "fused_cl", "fused_compiled", "onnxruntime"):
+        if variant == "onnxruntime" and not onnx_here:  # optional packages: the row says why it is missing
+            assert "error" in rows[(2, variant)]
+            continue
         assert rows[(2, variant)]["max_abs_diff_vs_fp32"] < 1e-4
     # onnxruntime's row counts the fused form's FLOPs (the same arithmetic)
-    for batch in (1, 2):
+    for batch in (1, 2) if onnx_here else ():
         assert rows[(batch, "onnxruntime")]["gflop"] == pytest.approx(rows[(batch, "fused")]["gflop"])
         assert rows[(batch, "onnxruntime")]["providers"] == ["CPUExecutionProvider"]
     bf16 = rows[(2, "fused_cl_bf16")]

@@ -311,7 +311,9 @@ def test_new_photos_in_a_folder_add_only_their_pairs(
     after = _snapshot(out)
     # what was there is kept as it was, but the record and report.csv, which gain the new outputs
     grown = (RECORD_NAME, "report.csv")
-    assert {n: after[n] for n in first if n not in grown} == {n: v for n, v in first.items() if n not in grown}
+    assert {n: after[n] for n in first if n not in grown} == {
+        n: v for n, v in first.items() if n not in grown
+    }
     assert len((out / "report.csv").read_text().splitlines()) == 1 + 6
     assert json.loads(after[RECORD_NAME])["outputs"] == sorted(n for n in after if n != RECORD_NAME)
 

@@ -977,9 +977,18 @@ def _load_model(path: str, device: torch.device, compile: bool) -> TransferModel
 
 def _load_onnx(path: str, device: torch.device) -> TransferModel:
     """An EET exported to ONNX, run by onnxruntime (CUDA's provider for a CUDA --device)."""
+    import onnxruntime
+
     from eet_lightning.onnx_model import OnnxTransferModel
 
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
+    providers = None
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            print(
+                f"{PROG}: note: this onnxruntime has no CUDA provider (onnxruntime-gpu has); --onnx runs on the CPU"
+            )
     try:
         return OnnxTransferModel.load(path, what="--onnx", providers=providers)
     except (OSError, ValueError) as err:
