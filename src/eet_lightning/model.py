@@ -33,6 +33,24 @@ INFERENCE_PARTS = ("encoder", "au_free_encoder", "au_related_encoder", "generato
 __all__ = ["INFERENCE_PARTS", "MAX_STRENGTH", "EETModel"]
 
 
+def branch_weights(model: Any, aus: Iterable[int] | None, strength: float) -> list[float]:
+    """How far each Er branch of ``model`` (an EET: `EETModel`, or its ONNX export) moves from the target's
+    own feature to the source's: ``strength`` on the branches of ``aus`` (all AUs when None), 0 on the
+    others; one value for EET-Single, which refuses selective transfer. ``model`` gives ``aus``,
+    ``multi_branch``, ``variant`` and ``check_aus``."""
+    strength = check_strength(strength)
+    selected = set(model.aus) if aus is None else set(model.check_aus(aus))
+    if not model.multi_branch:
+        if selected != set(model.aus):
+            raise ValueError(
+                f"selective transfer (aus={sorted(selected)}) needs one Er branch per AU, but this "
+                f"model is EET-Single (variant {model.variant!r}) with one branch for all AUs; "
+                "transfer all AUs (aus=None) and use strength instead"
+            )
+        return [float(strength)]
+    return [float(strength) if au in selected else 0.0 for au in model.aus]
+
+
 class EETModel(TransferModel):
     """E, Ef, Er and G of a trained EET; nothing of the discriminators or of training.
 
@@ -162,22 +180,8 @@ class EETModel(TransferModel):
 
         ``strength`` on the branches of ``aus`` (all AUs when None), 0 on the others.
         """
-        strength = check_strength(strength)
-        if aus is None:
-            selected = set(self.aus)
-        else:
-            selected = set(self.check_aus(aus))
-        if not self.multi_branch:
-            if selected != set(self.aus):
-                raise ValueError(
-                    f"selective transfer (aus={sorted(selected)}) needs one Er branch per AU, but this "
-                    f"model is EET-Single (variant {self.variant!r}) with one branch for all AUs; "
-                    "transfer all AUs (aus=None) and use strength instead"
-                )
-            return torch.full((1,), float(strength), device=self.device)
-        return torch.tensor(
-            [float(strength) if au in selected else 0.0 for au in self.aus], device=self.device
-        )
+        weights = branch_weights(self, aus, strength)
+        return torch.tensor(weights, device=self.device)
 
     def check_transfer_options(self, aus: Iterable[int] | None, strength: float) -> None:
         self.branch_weights(aus, strength)  # selective transfer also needs one Er branch per AU

@@ -42,7 +42,8 @@ from eet_lightning.checkpoint_io import (
     read_checkpoint,
     training_data,
 )
-from eet_lightning.methods.inference import Labels, TransferModel, check_strength
+from eet_lightning.methods.inference import Labels, TransferModel
+from eet_lightning.model import branch_weights
 from eet_lightning.nets.kernels.prelu import PReLU
 from eet_lightning.nets.kernels.prepack import ConvTranspose2d, PrepackedWeight
 from eet_lightning.nets.modules import AURelatedEncoder
@@ -492,17 +493,7 @@ class OnnxTransferModel(TransferModel):
     def branch_weights(self, aus: Iterable[int] | None = None, strength: float = 1.0) -> np.ndarray:
         """The graph's ``weights`` input: ``strength`` on the branches of ``aus`` (all AUs when None), 0 on
         the others; float32 [K] (`EETModel.branch_weights`, the same refusals)."""
-        strength = check_strength(strength)
-        selected = set(self.aus) if aus is None else set(self.check_aus(aus))
-        if not self.multi_branch:
-            if selected != set(self.aus):
-                raise ValueError(
-                    f"selective transfer (aus={sorted(selected)}) needs one Er branch per AU, but this "
-                    f"model is EET-Single (variant {self.variant!r}) with one branch for all AUs; "
-                    "transfer all AUs (aus=None) and use strength instead"
-                )
-            return np.full((1,), strength, dtype=np.float32)
-        return np.array([strength if au in selected else 0.0 for au in self.aus], dtype=np.float32)
+        return np.array(branch_weights(self, aus, strength), dtype=np.float32)
 
     def check_transfer_options(self, aus: Iterable[int] | None, strength: float) -> None:
         self.branch_weights(aus, strength)
