@@ -131,7 +131,8 @@ class TransferView:
     chart_note: str = ""
     report: str = ""  # Markdown
     model_warning: str | None = None
-    video: str | None = None  # path of the output mp4 (video source)
+    video: str | None = None  # the output as VP8 WebM, which browsers play (video source)
+    video_file: str | None = None  # the mp4 eet-transfer wrote, to download
 
 
 @dataclass
@@ -458,7 +459,7 @@ class DemoApp:
                 )
             )
         result = job / "out" / "target_with_source.mp4"
-        view = TransferView(video=str(result))
+        view = TransferView(video=str(playable_copy(result)), video_file=str(result))
         view.model_warning = self.reporter.model_warning(photographs=True)
         view.report = "Video transfer: no per-frame quality report (transfer a still photo for one)."
         view.chart_note = "No AU chart for videos."
@@ -576,6 +577,34 @@ class DemoApp:
 # ---------------------------------------------------------------------------------------------- the page
 
 
+def playable_copy(video: Path) -> Path:
+    """A VP8 WebM copy of an mp4 written by eet-transfer, for the page: OpenCV writes mp4 as MPEG-4 Part 2,
+    which browsers do not decode, and this machine may have no ffmpeg to convert it; OpenCV's own FFmpeg
+    writes VP8, which they do. The mp4 itself when the WebM cannot be written."""
+    out = video.with_suffix(".webm")
+    cap = cv2.VideoCapture(str(video))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"VP80"), fps, (w, h))
+    frames = 0
+    try:
+        if not writer.isOpened():
+            return video
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            writer.write(frame)
+            frames += 1
+    finally:
+        writer.release()
+        cap.release()
+    if not frames or not out.is_file():
+        out.unlink(missing_ok=True)
+        return video
+    return out
+
+
 @cache
 def _photo_class() -> type:
     """gr.Image whose unreadable uploads reach the handler as `Unreadable` instead of failing in Gradio
@@ -666,7 +695,12 @@ def build_demo(
                     sources=["upload", "clipboard"],
                     elem_id="source-image",
                 )
-                with gr.Accordion("Source video (optional)", open=False, visible=app.ckpt is not None):
+                with gr.Accordion(
+                    "Source video (optional)",
+                    open=False,
+                    visible=app.ckpt is not None,
+                    elem_id="source-video-accordion",
+                ):
                     source_video = gr.Video(
                         label="Source video: the target performs it",
                         sources=["upload"],
@@ -729,6 +763,9 @@ def build_demo(
             )
             result_video = gr.Video(
                 label="Result video", interactive=False, visible=False, elem_id="result-video"
+            )
+            result_file = gr.File(
+                label="Result video (mp4, as eet-transfer writes it)", visible=False, elem_id="result-file"
             )
             with gr.Column():
                 with gr.Row():
@@ -794,6 +831,7 @@ def build_demo(
                 gr.update(value=f"**Error**: {view.message}" if failed else "", visible=failed),
                 gr.update(value=view.result, visible=view.video is None),
                 gr.update(value=view.video, visible=view.video is not None),
+                gr.update(value=view.video_file, visible=view.video_file is not None),
                 *(None if c is None else _enlarge(c) for c in crops),
                 view.chart,
                 gr.update(value=view.chart_note, visible=bool(view.chart_note)),
@@ -824,6 +862,7 @@ def build_demo(
                 message,
                 result,
                 result_video,
+                result_file,
                 crop_source,
                 crop_target,
                 crop_result,
