@@ -208,6 +208,15 @@ def test_command_refusals(ckpt: Path, tiny_run: Path, tmp_path: Path, capsys) ->
         capsys, ["--ckpt", str(ckpt), "--port", port, "--face-weights", missing]
     )
     assert "the following arguments are required: --ckpt" in _refused(capsys, [])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, expected in (
+        (tmp_path / "none", "no such folder"),
+        (text, "not a folder"),
+        (empty, "the folder holds no photos"),
+    ):
+        err = _refused(capsys, ["--ckpt", str(ckpt), "--port", port, "--examples", str(folder)])
+        assert err.startswith(f"eet-demo: error: --examples {folder}: {expected}"), err
 
 
 def test_port_in_use_is_refused(ckpt: Path, capsys) -> None:
@@ -285,7 +294,7 @@ def test_page_in_a_headless_browser(app: DemoApp, photos, tmp_path: Path) -> Non
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = _browser()
-    demo = build_demo(app.model, app=app)
+    demo = build_demo(app.model, app=app, examples=[photos["astronaut"], photos["camera"]])
     calls = []
     transfer = app.transfer
 
@@ -333,9 +342,12 @@ def test_page_in_a_headless_browser(app: DemoApp, photos, tmp_path: Path) -> Non
         wait.until(lambda d: "L1 against the true swap" in shown("#synthetic-errors"))
         assert "True swap" in shown("#synthetic-truth") and "Quality report" in shown("#synthetic-report")
 
-        # two real photos, strength 1 -> 0.8 with the keyboard on the slider, AU26 unticked, transfer
+        # two real photos (the source uploaded, the target picked from --examples), strength 1 -> 0.8 with
+        # the keyboard on the slider, AU26 unticked, transfer
         upload("source-image", photos["astronaut"])
-        upload("target-image", photos["camera"])
+        picks = find("#target-examples button.gallery-item")
+        assert len(picks) == 2 and len(find("#source-examples button.gallery-item")) == 2
+        picks[1].click()  # the cameraman
         wait.until(lambda d: loaded("#source-image") and loaded("#target-image"))
         slider = find("#strength input[type=range]")[0]
         driver.execute_script("arguments[0].focus()", slider)

@@ -96,8 +96,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="facenet-pytorch InceptionResnetV1 weights (state dict) for the identity similarity of the "
         "quality report; without it the model's own identity classifier is used where it has one",
     )
+    p.add_argument(
+        "--examples",
+        help="a folder of photos to pick the source and the target from (besides uploading them)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     return p
+
+
+MAX_EXAMPLES = 48  # photos listed under each input (the first ones of --examples, by name)
+
+
+def example_photos(folder: str | Path) -> list[Path]:
+    """The photos of ``folder`` (--examples), by name, at most `MAX_EXAMPLES`; DemoError when there are
+    none or it is no folder."""
+    from eet_lightning.data.images import IMAGE_SUFFIXES
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise DemoError(f"--examples {path}: {'not a folder' if path.exists() else 'no such folder'}")
+    found = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not found:
+        raise DemoError(f"--examples {path}: the folder holds no photos ({' '.join(sorted(IMAGE_SUFFIXES))})")
+    return found[:MAX_EXAMPLES]
 
 
 def _port(text: str) -> int:
@@ -662,11 +687,13 @@ def build_demo(
     face_weights: str | Path | None = None,
     aligner: FaceAligner | None = None,
     app: DemoApp | None = None,
+    examples: Sequence[str | Path] = (),
 ) -> Any:
     """The page for ``model`` as a ``gr.Blocks`` (launch it with ``demo.launch(server_name=...,
     server_port=..., prevent_thread_lock=True)``, stop it with ``demo.close()``). ``ckpt``: the model's
     file, for source videos and the synthetic faces' settings; ``face_weights``: FaceNet weights for the
-    quality report. The `DemoApp` behind it is ``demo.eet_app``."""
+    quality report; ``examples``: photos listed under the source and target inputs, to pick instead of
+    uploading. The `DemoApp` behind it is ``demo.eet_app``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -695,6 +722,14 @@ def build_demo(
                     sources=["upload", "clipboard"],
                     elem_id="source-image",
                 )
+                if examples:
+                    gr.Examples(
+                        [[str(p)] for p in examples],
+                        inputs=[source],
+                        label="Pick a source",
+                        examples_per_page=12,
+                        elem_id="source-examples",
+                    )
                 with gr.Accordion(
                     "Source video (optional)",
                     open=False,
@@ -715,6 +750,14 @@ def build_demo(
                     sources=["upload", "clipboard"],
                     elem_id="target-image",
                 )
+                if examples:
+                    gr.Examples(
+                        [[str(p)] for p in examples],
+                        inputs=[target],
+                        label="Pick a target",
+                        examples_per_page=12,
+                        elem_id="target-examples",
+                    )
             with gr.Column(scale=1):
                 strength = gr.Slider(
                     0.0,
@@ -935,6 +978,7 @@ def main(args: Sequence[str] | None = None) -> int:
         parsed = build_parser().parse_args(args)
         device = _device(parsed.device)
         check_port(parsed.host, parsed.port)
+        examples = example_photos(parsed.examples) if parsed.examples else []
         if parsed.face_weights:
             _check_face_weights(parsed.face_weights)
         try:
@@ -958,7 +1002,7 @@ def main(args: Sequence[str] | None = None) -> int:
                 if message.startswith("--face-weights")
                 else f"--face-weights {parsed.face_weights}: {message}"
             ) from None
-        demo = build_demo(model, app=app)
+        demo = build_demo(model, app=app, examples=examples)
         check_port(parsed.host, parsed.port)  # taken while the model loaded?
         print(f"{PROG}: serving {parsed.ckpt} on http://{parsed.host}:{parsed.port} (Ctrl+C stops it)")
         try:
