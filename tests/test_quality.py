@@ -299,3 +299,30 @@ def test_bad_report_options_are_one_line_and_write_nothing(
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("eet-transfer: error: ") and err.count("\n") == 1, (extra, err)
         assert expected in err and not out.exists(), (extra, err)
+
+
+def test_a_model_of_emotion_classes_reports_them(monkeypatch) -> None:
+    """StarGAN reads no AUs; its report names the emotion classes its classifier reads, and warns when the
+    result is not read as the source's."""
+    from eet_lightning.methods.stargan.model import StarGANModel
+
+    torch.manual_seed(0)
+    model = StarGANModel(image_size=32, width=8, residual_blocks=1, critic_width=8).eval()
+    reporter = QualityReporter(model)
+    assert reporter.reads_emotion and not reporter.reads_aus
+    rng = np.random.default_rng(0)
+    t, s, r = (rng.integers(0, 255, (1, 32, 32, 3), dtype=np.uint8) for _ in range(3))
+    (report,) = reporter.reports([None], [None], t, s, r, photographs=False)
+    assert report["aus"] is None and report["identity"]["model"] is None
+    assert set(report["emotion"]) == {"classes", "target", "source", "result", "result_source_probability"}
+    assert report["emotion"]["classes"] == list(model.emotions)
+    for result_class, warned in ((3, True), (1, False)):
+        probs = torch.zeros(3, len(model.emotions))
+        probs[0, 0], probs[1, 1], probs[2, result_class] = 1.0, 1.0, 1.0  # target neutral, source happy
+        monkeypatch.setattr(model, "predict_emotion", lambda x, p=probs: p)
+        (report,) = reporter.reports([None], [None], t, s, r, photographs=False)
+        assert report["emotion"]["source"] == "happy" and report["emotion"]["target"] == "neutral"
+        assert any(w.startswith("emotion not reached") for w in report["warnings"]) == warned
+        assert f"result {model.emotions[result_class]}" in format_report(report)
+    row = reports_csv([report]).splitlines()[1]
+    assert "happy" in row and "neutral" in row

@@ -15,6 +15,8 @@ one row per output) and ``eet-demo`` shows it. A report holds
   to go), source-result (how far it is from the source's expression), target-result (how far it went);
   ``expression_moved``: the result's AUs projected on the target-to-source line, as a fraction of the way
   asked (1: the requested expression, 0: the target's own); None for a model that reads no AUs (StarGAN);
+- ``emotion``: for a model conditioned on emotion classes (StarGAN), the class its classifier reads on
+  target, source and result, and the result's probability of the source's class; None otherwise;
 - ``identity``: the cosine similarity of identity features between target and result (and source-result,
   source-target), from the network named in ``identity.model``: FaceNet (``--face-weights``) when given,
   else the checkpoint's own identity classifier (EET's C), else none (the fields are None);
@@ -137,6 +139,9 @@ class QualityReporter:
             self.identity_model = None
             self.identity_threshold = float("nan")
         self.reads_aus = bool(getattr(model, "reads_aus", False))
+        self.reads_emotion = callable(getattr(model, "predict_emotion", None)) and bool(
+            getattr(model, "emotions", ())
+        )
 
     # ------------------------------------------------------------------ the model as a whole
 
@@ -210,6 +215,10 @@ class QualityReporter:
         au_values, ident = self._read(crops[unique])
         if au_values is not None:
             au_values = au_values.numpy().reshape(len(unique), -1)[where]
+        emotion = None
+        if self.reads_emotion:  # a model conditioned on emotion classes (StarGAN): its classifier's view
+            emotion = self.model.predict_emotion(crops[unique]).float().cpu().numpy()
+            emotion = emotion.reshape(len(unique), -1)[where]
         ident = None if ident is None else ident[torch.as_tensor(where)]
         numbers = [int(a) for a in getattr(self.model, "aus", [])]
         moved_aus = numbers if aus is None else [int(a) for a in aus]
@@ -235,6 +244,7 @@ class QualityReporter:
                 report["aus"] = None
                 report["au_distance"] = None
                 report["expression_moved"] = None
+            report["emotion"] = None if emotion is None else self._emotion(emotion, n, k)
             if ident is not None:
                 ft, fs, fr = ident[k], ident[n + k], ident[2 * n + k]
                 report["identity"] = {
@@ -253,6 +263,19 @@ class QualityReporter:
             report["warnings"] = self._warnings(report, photographs)
             out.append(report)
         return out
+
+    def _emotion(self, probabilities: np.ndarray, n: int, k: int) -> dict[str, Any]:
+        """The emotion classes the model's classifier reads on target, source and result (``probabilities``
+        [3n, K] in that order) and the result's probability of the source's class."""
+        names = list(self.model.emotions)
+        t, s, r = probabilities[k], probabilities[n + k], probabilities[2 * n + k]
+        return {
+            "classes": names,
+            "target": names[int(t.argmax())],
+            "source": names[int(s.argmax())],
+            "result": names[int(r.argmax())],
+            "result_source_probability": round(float(r[int(s.argmax())]), 4),
+        }
 
     def _warnings(self, report: dict[str, Any], photographs: bool) -> list[str]:
         th = THRESHOLDS
@@ -293,6 +316,17 @@ class QualityReporter:
                 f"expression barely moved: the result went {max(moved, 0.0):.0%} of the way from the target's "
                 f"expression to the one asked (below {th['min_expression_moved']:.0%}; the AUs differ by "
                 f"{dist['source_target']:.2f} on average)"
+            )
+        emotion = report.get("emotion")
+        if (
+            emotion is not None
+            and report["transfer"]["strength"] > 0
+            and emotion["source"] != emotion["target"]
+            and emotion["result"] != emotion["source"]
+        ):
+            warnings.append(
+                f"emotion not reached: the model's classifier reads the result as {emotion['result']}, not "
+                f"as the source's {emotion['source']} (probability {emotion['result_source_probability']:.2f})"
             )
         ident = report["identity"]
         if ident["model"] is not None:
@@ -369,6 +403,12 @@ def format_report(report: dict[str, Any]) -> str:
         )
     elif report.get("aus") is None:
         lines.append("- AUs: this model reads no AU intensities")
+    emotion = report.get("emotion")
+    if emotion:
+        lines.append(
+            f"- emotion (the model's classifier): source {emotion['source']}, target {emotion['target']}, "
+            f"result {emotion['result']} ({emotion['result_source_probability']:.0%} the source's)"
+        )
     ident = report.get("identity") or {}
     if ident.get("model"):
         lines.append(
@@ -403,6 +443,9 @@ CSV_COLUMNS = (
     "au_distance_source_result",
     "au_distance_target_result",
     "expression_moved",
+    "emotion_source",
+    "emotion_target",
+    "emotion_result",
     "identity_model",
     "identity_target_result",
     "identity_source_result",
@@ -427,6 +470,9 @@ def csv_row(report: dict[str, Any]) -> dict[str, Any]:
         row[f"au_distance_{key}"] = dist.get(key, "")
     moved = report.get("expression_moved")
     row["expression_moved"] = "" if moved is None else moved
+    emotion = report.get("emotion") or {}
+    for key in ("source", "target", "result"):
+        row[f"emotion_{key}"] = emotion.get(key, "")
     ident = report.get("identity") or {}
     row["identity_model"] = ident.get("model") or ""
     for key in ("target_result", "source_result"):
