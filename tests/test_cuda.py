@@ -96,3 +96,30 @@ def test_bench_measures_the_gpu(tmp_path: Path) -> None:
     rows = [r for r in result["inference"] + result["training"] if "error" not in r]
     assert rows and all(r["seconds"] > 0 and r["peak_mb"] >= 0 for r in rows)
     assert {r["stage"] for r in result["side_by_side"]} == {1, 2}
+
+
+def test_eet_transfer_with_reports_on_gpu_matches_cpu(tiny_run: Path, tmp_path: Path) -> None:
+    """The photo pipeline with its quality reports on the GPU: the same faces, and AUs and identity
+    similarities within float rounding of the CPU's."""
+    import numpy as np
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data")
+    from eet_lightning.cli.transfer import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(photos / "astronaut.png")
+    Image.fromarray(np.repeat(skimage_data.camera()[:, :, None], 3, axis=2)).save(photos / "camera.png")
+    ckpt = str(tiny_run / "stage2" / "last.ckpt")
+    reports = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        args = ["--ckpt", ckpt, "--source", str(photos), "--target", str(photos), "--out", str(out)]
+        assert main([*args, "--device", device, "--no-progress"]) == 0
+        reports[device] = json.loads((out / "astronaut_with_camera.json").read_text())
+    cpu, gpu = reports["cpu"], reports["cuda"]
+    assert gpu["target"]["eye_distance_px"] == pytest.approx(cpu["target"]["eye_distance_px"], abs=0.5)
+    for side in ("source", "target", "result"):
+        assert np.allclose(gpu["aus"][side], cpu["aus"][side], atol=0.02), side
+    assert gpu["identity"]["target_result"] == pytest.approx(cpu["identity"]["target_result"], abs=0.01)

@@ -129,7 +129,7 @@ class QualityReporter:
         if face_weights:
             from eet_lightning.evaluation.scorers import FaceNetEmbedder  # ScorerError is a ValueError
 
-            self.embedder = FaceNetEmbedder(face_weights).eval()
+            self.embedder = FaceNetEmbedder(face_weights).eval().to(getattr(model, "device", "cpu"))
             self.identity_model = f"FaceNet InceptionResnetV1 ({Path(face_weights).name})"
             self.identity_threshold = THRESHOLDS["min_identity_similarity_facenet"]
         elif getattr(model, "identity_source", None) and _has_identity(model):
