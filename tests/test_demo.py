@@ -169,6 +169,7 @@ def test_source_video_and_a_video_without_a_face(app: DemoApp, photos, tmp_path:
     view = app.transfer(None, _rgb(photos["camera"]), source_video=str(_clip(tmp_path / "face.mp4", face)))
     assert view.message is None, view.message
     assert view.video.endswith(".webm") and view.video_file.endswith(".mp4")  # browsers play VP8 WebM
+    assert "video: 4 frames" in view.report and "target face: detector" in view.report  # eet-transfer's
     for path in (view.video, view.video_file):
         cap = cv2.VideoCapture(path)
         frames = 0

@@ -119,8 +119,8 @@ def reference(
     for name, job in (("folder", _folder_job), ("video", _video_job)):
         assert main([*job(ckpt, media, root / name), "--no-progress"]) == 0
         refs[name] = _snapshot(root / name)
-    # the outputs, their quality reports, report.csv and the record; videos have no report
-    assert len(refs["folder"]) == 12 + 12 + 1 + 1 and len(refs["video"]) == 1 + 1
+    # the outputs, their quality reports, report.csv and the record
+    assert len(refs["folder"]) == 12 + 12 + 1 + 1 and len(refs["video"]) == 1 + 1 + 1 + 1
     assert len(_media(refs["folder"])) == 12
     return refs
 

@@ -131,7 +131,7 @@ def test_reports_of_eet_transfer_on_photographs(ckpt: Path, photos, tmp_path: Pa
     assert float(row["source_yaw_deg"]) == source["yaw_deg"]
     assert float(row["au_distance_source_target"]) == report["au_distance"]["source_target"]
     # the last lines: the warnings counted, then the model's own warning
-    assert stdout[-2].startswith("eet-transfer: quality: 2 of 2 photo output(s) with warnings")
+    assert stdout[-2].startswith("eet-transfer: quality: 2 of 2 output(s) with warnings")
     assert "large pose difference 2" in stdout[-2]
     assert stdout[-1] == f"eet-transfer: warning: {SYNTHETIC_MODEL_WARNING}"
 
@@ -326,3 +326,50 @@ def test_a_model_of_emotion_classes_reports_them(monkeypatch) -> None:
         assert f"result {model.emotions[result_class]}" in format_report(report)
     row = reports_csv([report]).splitlines()[1]
     assert "happy" in row and "neutral" in row
+
+
+def test_a_video_output_gets_one_report_over_its_frames(ckpt: Path, photos, tmp_path: Path, capsys) -> None:
+    """A source video: per-frame series, their medians, each warning once with the frames it holds for;
+    a report deleted on its own is made again without rewriting the video."""
+    face = cv2.resize(skimage_data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (256, 256))
+    for k in range(6):
+        frame = cv2.warpAffine(
+            face, np.float32([[1, 0, k], [0, 1, k % 2]]), (256, 256), borderMode=cv2.BORDER_REFLECT
+        )
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    writer.release()
+    out = tmp_path / "out"
+    args = ["--ckpt", str(ckpt), "--source", str(clip), "--target", str(photos["camera"]), "--out", str(out)]
+    assert main([*args, "--no-progress", "--batch-size", "4"]) == 0
+    assert "quality: 1 of 1 output(s) with warnings (large pose difference 1)" in capsys.readouterr().out
+    path = out / "camera_with_clip.json"
+    report = json.loads(path.read_text())
+    assert report["output"] == "camera_with_clip.mp4" and report["frames"] == 6
+    assert report["target"]["detector_confidence"] > 0.99  # the photo's face, detected
+    assert report["source"]["detector_confidence"] is None  # followed through the video, smoothed
+    series = report["per_frame"]
+    for key in (
+        "expression_moved",
+        "au_distance_source_result",
+        "identity_target_result",
+        "yaw_difference_deg",
+    ):
+        assert len(series[key]) == 6, key
+        values = [v for v in series[key] if v is not None]
+        assert report["summary"][key]["median"] == pytest.approx(float(np.median(values)), abs=1e-3), key
+    assert report["expression_moved"] == report["summary"]["expression_moved"]["median"]
+    pose = [w for w in report["warnings"] if w.startswith("large pose difference")]
+    assert len(pose) == 1 and pose[0].startswith("large pose difference: in 6 of 6 frames (first, frame 0: ")
+    assert report["warnings"][0] == f"synthetic-only model: {SYNTHETIC_MODEL_WARNING}"
+    rows = list(csv.DictReader((out / REPORT_CSV).open()))
+    assert [r["output"] for r in rows] == ["camera_with_clip.mp4"]
+    assert float(rows[0]["expression_moved"]) == report["expression_moved"]
+    # the report alone deleted: made again, byte-identical, the video untouched
+    video = out / "camera_with_clip.mp4"
+    before, stamp = path.read_bytes(), video.stat().st_mtime_ns
+    path.unlink()
+    assert main([*args, "--no-progress", "--batch-size", "4"]) == 0
+    assert path.read_bytes() == before and video.stat().st_mtime_ns == stamp
+    assert "wrote 0 file(s)" in capsys.readouterr().out

@@ -93,14 +93,13 @@ def _rgb(path: Path) -> np.ndarray:
 
 def _outputs(out: Path) -> list[str]:
     """The images and videos in ``out``: besides them every run that writes leaves the record of the job,
-    and every photo output its quality report (``NAME.json``, and ``report.csv`` for the job)."""
+    and every output its quality report (``NAME.json``, and ``report.csv`` for the job)."""
     names = sorted(p.name for p in out.iterdir())
     assert RECORD_NAME in names, names
     media = [n for n in names if n != RECORD_NAME and not n.endswith(".json") and n != REPORT_CSV]
-    pngs = [n for n in media if n.endswith(".png")]
     reports = sorted(n for n in names if n.endswith(".json") and n != RECORD_NAME)
-    assert reports == sorted(report_name(n) for n in pngs), names
-    assert (REPORT_CSV in names) == bool(pngs), names
+    assert reports == sorted(report_name(n) for n in media), names
+    assert (REPORT_CSV in names) == bool(media), names
     return media
 
 

@@ -95,7 +95,9 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float]:
 
 
 def face_fields(face: FaceAlignment | None) -> dict[str, float] | None:
-    """The detector's and the alignment's view of one face (None when the crop was not detected)."""
+    """The detector's and the alignment's view of one face (None when the crop was not detected). A face
+    followed through a video (landmarks smoothed over frames, no detection of its own) has a NaN score:
+    its ``detector_confidence`` is None."""
     if face is None:
         return None
     box = np.asarray(face.box, dtype=np.float64)
@@ -103,7 +105,7 @@ def face_fields(face: FaceAlignment | None) -> dict[str, float] | None:
     yaw, roll = head_pose(eyes)
     scale = math.sqrt(abs(float(np.linalg.det(np.asarray(face.matrix, dtype=np.float64)[:, :2]))))
     return {
-        "detector_confidence": round(float(face.score), 4),
+        "detector_confidence": round(float(face.score), 4) if math.isfinite(face.score) else None,
         "face_size_px": round(float(max(box[2] - box[0], box[3] - box[1])), 1),
         "eye_distance_px": round(float(np.linalg.norm(eyes[1] - eyes[0])), 1),
         "upscale": round(scale, 3),
@@ -293,7 +295,8 @@ class QualityReporter:
                     f"enlarged {face['upscale']:.1f}x to the model's crop (above {th['max_upscale']:g}x "
                     "the result is blurred); use a larger photo of the face"
                 )
-            if face["detector_confidence"] < th["min_detector_confidence"]:
+            confidence = face["detector_confidence"]
+            if confidence is not None and confidence < th["min_detector_confidence"]:
                 warnings.append(
                     f"uncertain face: the detector is {face['detector_confidence']:.2f} sure the {role} holds "
                     f"a face (below {th['min_detector_confidence']:g})"
@@ -376,6 +379,96 @@ def _au_movement(
     }
 
 
+def _stats(values: Sequence[float | None]) -> dict[str, float] | None:
+    known = np.array([v for v in values if v is not None], dtype=np.float64)
+    if not known.size:
+        return None
+    return {
+        "median": round(float(np.median(known)), 3),
+        "min": round(float(known.min()), 3),
+        "max": round(float(known.max()), 3),
+    }
+
+
+def video_report(frames: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report for a video output from the reports of its frames (`QualityReporter.reports`, one per
+    frame, in order): per-frame series of the numbers that change, their median / min / max, and each kind
+    of warning once with the frames it holds for. The top-level ``au_distance``, ``expression_moved`` and
+    ``identity`` similarities are the medians over the frames (so that a video's CSV row reads as a
+    photo's); ``target`` / ``source`` are the first frame's faces."""
+    if not frames:
+        raise ValueError("video_report: no frames")
+    first = frames[0]
+
+    def series(get: Any) -> list[float | None]:
+        out = []
+        for report in frames:
+            try:
+                out.append(get(report))
+            except (KeyError, TypeError):
+                out.append(None)
+        return out
+
+    per_frame = {
+        "expression_moved": series(lambda r: r["expression_moved"]),
+        "au_distance_source_result": series(lambda r: r["au_distance"]["source_result"]),
+        "au_distance_source_target": series(lambda r: r["au_distance"]["source_target"]),
+        "identity_target_result": series(lambda r: r["identity"]["target_result"]),
+        "yaw_difference_deg": series(
+            lambda r: round(abs(r["target"]["yaw_deg"] - r["source"]["yaw_deg"]), 1)
+        ),
+        "emotion_result": series(lambda r: r["emotion"]["result"]),
+    }
+    per_frame = {k: v for k, v in per_frame.items() if any(x is not None for x in v)}
+    summary = {k: _stats(v) for k, v in per_frame.items() if k != "emotion_result"}
+    kinds: dict[str, list[int]] = {}
+    examples: dict[str, str] = {}
+    for k, report in enumerate(frames):
+        for warning in report.get("warnings") or []:
+            kind = warning.split(":", 1)[0]
+            kinds.setdefault(kind, []).append(k)
+            examples.setdefault(kind, warning)
+    warnings = []
+    for kind, where in kinds.items():
+        if kind == "synthetic-only model":
+            warnings.append(examples[kind])
+            continue
+        detail = examples[kind].split(":", 1)[1].strip()
+        warnings.append(
+            f"{kind}: in {len(where)} of {len(frames)} frames (first, frame {where[0]}: {detail})"
+        )
+
+    def median(key: str) -> float | None:
+        return (summary.get(key) or {}).get("median")
+
+    ident = dict(first.get("identity") or {})
+    if ident.get("model") is not None:
+        ident["target_result"] = median("identity_target_result")
+        for key in ("source_result", "source_target"):
+            ident[key] = (_stats(series(lambda r, key=key: r["identity"][key])) or {}).get("median")
+    dist = None
+    if "au_distance_source_result" in summary:
+        dist = {
+            key: (_stats(series(lambda r, key=key: r["au_distance"][key])) or {}).get("median")
+            for key in ("source_target", "source_result", "target_result")
+        }
+    return {
+        "model": first["model"],
+        "transfer": first["transfer"],
+        "frames": len(frames),
+        "target": first.get("target"),
+        "source": first.get("source"),
+        "aus": None,
+        "au_distance": dist,
+        "expression_moved": median("expression_moved"),
+        "emotion": None,
+        "identity": ident,
+        "summary": summary,
+        "per_frame": per_frame,
+        "warnings": warnings,
+    }
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A few Markdown lines for people: the warnings first, then the numbers."""
     lines = []
@@ -387,8 +480,10 @@ def format_report(report: dict[str, Any]) -> str:
     for role in ("target", "source"):
         face = report.get(role)
         if face:
+            confidence = face["detector_confidence"]
+            seen = "followed through the video" if confidence is None else f"detector {confidence:.3f}"
             lines.append(
-                f"- {role} face: detector {face['detector_confidence']:.3f}, {face['face_size_px']:g} px "
+                f"- {role} face: {seen}, {face['face_size_px']:g} px "
                 f"(eyes {face['eye_distance_px']:g} px apart, enlarged {face['upscale']:.2f}x), "
                 f"yaw {face['yaw_deg']:+.0f} deg, roll {face['roll_deg']:+.0f} deg"
             )
@@ -401,7 +496,7 @@ def format_report(report: dict[str, Any]) -> str:
             + ("-" if moved is None else f"{moved:.0%}")
             + " of the way asked"
         )
-    elif report.get("aus") is None:
+    elif report.get("aus") is None and "frames" not in report:
         lines.append("- AUs: this model reads no AU intensities")
     emotion = report.get("emotion")
     if emotion:
@@ -417,6 +512,8 @@ def format_report(report: dict[str, Any]) -> str:
         )
     else:
         lines.append("- identity: not measured (no identity network; give --face-weights)")
+    if "frames" in report:
+        lines.append(f"- video: {report['frames']} frames; the numbers above are medians over them")
     trained = (report.get("model") or {}).get("trained_on") or {}
     lines.append(
         f"- model: {report.get('model', {}).get('method', '?')}, trained on {trained.get('dataset', '?')}"

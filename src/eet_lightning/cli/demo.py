@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -235,6 +236,7 @@ class DemoApp:
         self.size = int(model.image_size)
         self.aligner = aligner or FaceAligner(size=self.size, device=str(model.device))
         self.reporter = QualityReporter(model, face_weights=face_weights)
+        self.face_weights = face_weights  # for source videos' reports (eet-transfer --face-weights)
         self._lock = threading.Lock()  # one computation at a time: torch's thread count is process-wide
         self._data: Any = None
         self._workdir = tempfile.TemporaryDirectory(prefix="eet-demo-")
@@ -469,6 +471,8 @@ class DemoApp:
         args += ["--face-index", str(s_index), str(t_index), "--device", str(self.model.device)]
         if chosen is not None:
             args += ["--aus", *map(str, chosen)]
+        if self.face_weights:
+            args += ["--face-weights", str(self.face_weights)]
         from eet_lightning.cli.transfer import main as transfer_main
 
         err, out = io.StringIO(), io.StringIO()
@@ -486,7 +490,14 @@ class DemoApp:
         result = job / "out" / "target_with_source.mp4"
         view = TransferView(video=str(playable_copy(result)), video_file=str(result))
         view.model_warning = self.reporter.model_warning(photographs=True)
-        view.report = "Video transfer: no per-frame quality report (transfer a still photo for one)."
+        from eet_lightning.quality import format_report
+
+        report_path = result.with_suffix(".json")  # eet-transfer's report over the frames
+        view.report = (
+            format_report(json.loads(report_path.read_text()))
+            if report_path.is_file()
+            else "Video transfer: no quality report was written."
+        )
         view.chart_note = "No AU chart for videos."
         return view
 

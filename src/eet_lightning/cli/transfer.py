@@ -25,10 +25,10 @@ file at an output's name that no recorded eet-transfer run wrote; ``--overwrite`
 when the settings changed, first deletes the outputs the record lists. One eet-transfer at a time may
 write into a folder (a lock, released when the process ends, even by kill -9).
 
-Quality reports: every photo output ``T_with_S.png`` gets ``T_with_S.json`` beside it (`eet_lightning.quality`:
+Quality reports: every output ``T_with_S.png`` (or ``.mp4``) gets ``T_with_S.json`` beside it (`eet_lightning.quality`:
 the detector's confidence and face sizes, head poses, the AUs the model reads on source, target and result,
 how far the expression moved, an identity similarity, and warnings), and ``report.csv`` in --out holds one
-row per photo output. The last lines printed count the warnings; a model trained only on the built-in
+row per output (a video's: medians over its frames, the warnings with the frames they hold for). The last lines printed count the warnings; a model trained only on the built-in
 synthetic faces says so on every run (its outputs on photographs mean nothing). ``--no-report`` skips them.
 ``--onnx model.onnx`` runs an EET exported by ``eet-export --out model.onnx`` in onnxruntime instead of a
 checkpoint in PyTorch.
@@ -67,7 +67,7 @@ from eet_lightning.data.images import (
 )
 from eet_lightning.methods import load_transfer_model
 from eet_lightning.methods.inference import MAX_STRENGTH, TransferModel
-from eet_lightning.quality import QualityReporter, reports_csv, warning_kinds
+from eet_lightning.quality import QualityReporter, reports_csv, video_report, warning_kinds
 from eet_lightning.runtime import configure_process, tune_for_cli
 
 PROG = "eet-transfer"
@@ -83,7 +83,7 @@ MAX_SMOOTH = 1000  # --smooth: frames averaged (the edges are padded with that m
 # videos ".NAME.xxxxxxxx.tmp.mp4", as OpenCV picks the container from the suffix).
 RECORD_NAME = ".eet-transfer.json"
 RECORD_VERSION = 1
-REPORT_CSV = "report.csv"  # one row per photo output (the JSON reports beside the images, as CSV)
+REPORT_CSV = "report.csv"  # one row per output (the JSON reports beside the images and videos, as CSV)
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(?:\.mp4)?$")
 # earlier versions named video temporaries ".STEM.xxxxxxxx.mp4"
 _OLD_VIDEO_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.mp4$")
@@ -216,7 +216,7 @@ class VideoJob:
 
 
 def report_name(output: str) -> str:
-    """The quality report's file name beside a photo output: ``T_with_S.png`` -> ``T_with_S.json``."""
+    """The quality report's file name beside an output: ``T_with_S.png`` (``.mp4``) -> ``T_with_S.json``."""
     return f"{Path(output).stem}.json"
 
 
@@ -668,7 +668,12 @@ class Runner:
         filled = np.stack([np.interp(frames, found, flat[:, j]) for j in range(flat.shape[1])], axis=1)
         return Track(_smooth(filled.reshape(len(chosen), 5, 2), self.args.smooth), tuple(shape))
 
-    def run_video(self, job: VideoJob, out_path: Path) -> None:
+    def run_video(self, job: VideoJob, out_path: Path, done: set[str]) -> None:
+        """Write the video ``out_path`` and its quality report (the one of them that is not in ``done``:
+        a video whose report is missing is transferred again for the report, and not rewritten)."""
+        report_path = out_path.with_suffix(".json")
+        reporting = self.reporter is not None and report_path.name not in done
+        video_done = out_path.name in done
         s = self.size
         src_video, tgt_video = _kind(job.source) == "video", _kind(job.target) == "video"
         src_key, tgt_key = (job.source, self.source_index), (job.target, self.target_index)
@@ -691,6 +696,8 @@ class Runner:
         h2, w2 = h - h % 2, w - w % 2
         src_frames = _frames(job.source, n) if src_video else None
         tgt_frames = _frames(job.target, n) if tgt_video else None
+        frame_reports: list[dict] = []
+        nan = float("nan")  # a face followed through a video has no detector score of its own
         try:  # the suffix tells OpenCV the container
             fd, tmp_name = tempfile.mkstemp(
                 prefix=f".{out_path.name}.", suffix=".tmp.mp4", dir=out_path.parent
@@ -699,48 +706,76 @@ class Runner:
             raise TransferError(f"{out_path}: cannot write the output ({err.strerror or err})") from None
         os.close(fd)
         tmp = Path(tmp_name)
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w2, h2))
+        writer = None
+        if video_done:  # only the report is missing: the frames are transferred again, no video written
+            tmp.unlink()
+        else:
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w2, h2))
         try:
-            if not writer.isOpened():
+            if writer is not None and not writer.isOpened():
                 raise TransferError(f"{out_path}: cannot open an MPEG-4 video writer")
             bs = self.args.batch_size
             with self.bar(n, out_path.name, "frame") as bar:
                 for start in range(0, n, bs):
                     count = min(bs, n - start)
-                    src_crops, tgt_crops, tgt_items = [], [], []
+                    src_faces, tgt_faces, tgt_items = [], [], []
                     for k in range(start, start + count):
                         if src_video:
                             frame = next(src_frames)
-                            src_crops.append(
-                                align_to_template(frame, self.tracks[src_key].landmarks[k], s).crop
-                            )
+                            landmarks = self.tracks[src_key].landmarks[k]
+                            src_faces.append(align_to_template(frame, landmarks, s, score=nan))
                         else:
-                            src_crops.append(src_face.crop)
+                            src_faces.append(src_face)
                         if tgt_video:
                             frame = next(tgt_frames)
-                            face = align_to_template(frame, self.tracks[tgt_key].landmarks[k], s)
+                            landmarks = self.tracks[tgt_key].landmarks[k]
+                            face = align_to_template(frame, landmarks, s, score=nan)
                             tgt_items.append((frame, face.matrix))
-                            tgt_crops.append(face.crop)
+                            tgt_faces.append(face)
                         else:
                             tgt_items.append((tgt_photo, tgt_face.matrix))
-                            tgt_crops.append(tgt_face.crop)
+                            tgt_faces.append(tgt_face)
+                    tgt_crops = [f.crop for f in tgt_faces]
+                    src_crops = [f.crop for f in src_faces]
                     edited, _ = self.transfer(tgt_crops, src_crops)
-                    for (frame, matrix), crop in zip(tgt_items, edited):
-                        image = crop if self.args.crop_only else paste_face(frame, crop, matrix)
-                        writer.write(np.ascontiguousarray(image[:h2, :w2, ::-1]))
+                    if reporting:
+                        frame_reports += self.reporter.reports(
+                            tgt_faces,
+                            src_faces,
+                            np.stack(tgt_crops),
+                            np.stack(src_crops),
+                            edited,
+                            aus=self.aus,
+                            strength=self.args.strength,
+                        )
+                    if writer is not None:
+                        for (frame, matrix), crop in zip(tgt_items, edited):
+                            image = crop if self.args.crop_only else paste_face(frame, crop, matrix)
+                            writer.write(np.ascontiguousarray(image[:h2, :w2, ::-1]))
                     bar.update(count)
-            writer.release()
-            if _frame_count(tmp) != n:  # OpenCV's writer does not report failed writes (e.g. a full disk)
-                raise TransferError(
-                    f"{out_path}: cannot write the output (the video written holds too few frames)"
-                )
-            usual_permissions(tmp)
-            os.replace(tmp, out_path)
+            if writer is not None:
+                writer.release()
+                if _frame_count(tmp) != n:  # OpenCV's writer does not report failed writes (a full disk)
+                    raise TransferError(
+                        f"{out_path}: cannot write the output (the video written holds too few frames)"
+                    )
+                usual_permissions(tmp)
+                os.replace(tmp, out_path)
         except BaseException:
-            writer.release()
+            if writer is not None:
+                writer.release()
             tmp.unlink(missing_ok=True)
             raise
-        self.written.append(out_path)
+        if writer is not None:
+            self.written.append(out_path)
+        if reporting:
+            report = {
+                "output": out_path.name,
+                "target_photo": str(job.target),
+                "source_photo": str(job.source),
+            }
+            report.update(video_report(frame_reports))
+            self.write_report(report_path, report)
 
 
 # ---------------------------------------------------------------------------------------------- --out
@@ -1071,7 +1106,7 @@ def main(args: Sequence[str] | None = None) -> int:
         photos, videos, outputs = plan(parsed)
         out_dir = Path(parsed.out)
         media = [p.name for p in outputs]  # the images and videos
-        reports = [] if parsed.no_report else [report_name(n) for n in media if n.endswith(".png")]
+        reports = [] if parsed.no_report else [report_name(n) for n in media]
         names = media + reports + ([REPORT_CSV] if reports else [])
         folder = OutputFolder(out_dir, names, {}, "", parsed.overwrite)
         folder.check_path()
@@ -1095,7 +1130,12 @@ def main(args: Sequence[str] | None = None) -> int:
         except ValueError as err:
             given = " ".join(map(str, parsed.aus)) if parsed.aus else "(no AUs)"
             raise TransferError(f"--aus {given}: {err}") from None
-        pending = [j for j in videos if f"{j.target.stem}_with_{j.source.stem}.mp4" not in done]
+
+        def video_todo(job: VideoJob) -> bool:  # its video, or its report, is missing
+            name = f"{job.target.stem}_with_{job.source.stem}.mp4"
+            return name not in done or (not parsed.no_report and report_name(name) not in done)
+
+        pending = [j for j in videos if video_todo(j)]
         runner = Runner(parsed, model, device)
         runner.prepare(photos, videos, pending)
         done = folder.open()  # nothing is written before this point
@@ -1109,11 +1149,11 @@ def main(args: Sequence[str] | None = None) -> int:
         runner.run_photos(photos, out_dir, done)
         for job in videos:
             name = f"{job.target.stem}_with_{job.source.stem}.mp4"
-            if name not in done:
+            if video_todo(job):
                 if job not in pending:  # its output was there a moment ago, so its video was not read
                     raise TransferError(f"{out_dir / name} was deleted while eet-transfer started; re-run it")
-                runner.run_video(job, out_dir / name)
-        # report.csv covers every photo output recorded in --out (earlier jobs' too) whose report is there
+                runner.run_video(job, out_dir / name, done)
+        # report.csv covers every output recorded in --out (earlier jobs' too) whose report is there
         recorded = [n for n in folder.recorded if n.endswith(".json") and (out_dir / n).is_file()]
         summary = _write_csv(out_dir, recorded) if reports else None
     except (TransferError, ValueError, OSError) as err:
@@ -1160,7 +1200,7 @@ def _write_csv(out_dir: Path, names: list[str]) -> str:
     )
     detail = f" ({', '.join(f'{k} {v}' for k, v in kinds.items())})" if kinds else ""
     return (
-        f"quality: {flagged} of {len(reports)} photo output(s) with warnings{detail}; "
+        f"quality: {flagged} of {len(reports)} output(s) with warnings{detail}; "
         f"reports: {out_dir / REPORT_CSV} and one .json per output"
     )
 
