@@ -712,6 +712,27 @@ def build_demo(
     Photo = _photo_class()
     numbers = list(model.aus)
     warning_text = app.reporter.model_warning(photographs=True)
+
+    def photo_input(role: str, label: str) -> Any:
+        """A photo upload (``#ROLE-image``), with the --examples photos to pick from under it."""
+        photo = Photo(
+            label=label,
+            type="numpy",
+            image_mode="RGB",
+            height=260,
+            sources=["upload", "clipboard"],
+            elem_id=f"{role}-image",
+        )
+        if examples:
+            gr.Examples(
+                [[str(p)] for p in examples],
+                inputs=[photo],
+                label=f"Pick a {role}",
+                examples_per_page=12,
+                elem_id=f"{role}-examples",
+            )
+        return photo
+
     with _blocks_class()(title="EET demo", analytics_enabled=False) as demo:
         gr.Markdown(
             "## Expression transfer\nThe **source** photo gives the expression, the **target** photo "
@@ -725,22 +746,7 @@ def build_demo(
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                source = Photo(
-                    label="Source photo (expression)",
-                    type="numpy",
-                    image_mode="RGB",
-                    height=260,
-                    sources=["upload", "clipboard"],
-                    elem_id="source-image",
-                )
-                if examples:
-                    gr.Examples(
-                        [[str(p)] for p in examples],
-                        inputs=[source],
-                        label="Pick a source",
-                        examples_per_page=12,
-                        elem_id="source-examples",
-                    )
+                source = photo_input("source", "Source photo (expression)")
                 with gr.Accordion(
                     "Source video (optional)",
                     open=False,
@@ -753,22 +759,7 @@ def build_demo(
                         elem_id="source-video",
                     )
             with gr.Column(scale=1):
-                target = Photo(
-                    label="Target photo (receives it)",
-                    type="numpy",
-                    image_mode="RGB",
-                    height=260,
-                    sources=["upload", "clipboard"],
-                    elem_id="target-image",
-                )
-                if examples:
-                    gr.Examples(
-                        [[str(p)] for p in examples],
-                        inputs=[target],
-                        label="Pick a target",
-                        examples_per_page=12,
-                        elem_id="target-examples",
-                    )
+                target = photo_input("target", "Target photo (receives it)")
             with gr.Column(scale=1):
                 strength = gr.Slider(
                     0.0,
